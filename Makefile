@@ -1,0 +1,71 @@
+# sonde: zero-instrumentation HTTP tracing with eBPF.
+#
+#   make demo    install what is missing, build, trace sample services
+#   make test    install what is missing, check generated code, run all tests
+#   make bench   A/B overhead figures (traced vs untraced)
+
+GO         ?= go
+BPF_CLANG  ?= clang
+BPF_CFLAGS ?= -O2 -g -Wall -Werror
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN        := bin/sonde
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FUZZTIME   ?= 20s
+
+# Debian packages the tests use: clang/llvm/libbpf-dev/bpftool regenerate and
+# inspect BPF, the rest are real peers for the end-to-end tests.
+TEST_PACKAGES := clang llvm libbpf-dev bpftool nginx wrk nghttp2-client python3 curl util-linux iproute2 ca-certificates
+DEMO_PACKAGES := python3 curl
+
+.PHONY: all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/sonde
+
+demo: deps-demo build
+	$(SUDO) ./$(BIN) demo
+
+test: deps-test check-generate vet unit e2e
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./protocols/... ./tracer/... ./internal/... ./cmd/... ./offsets/...
+
+e2e:
+	$(SUDO) env "PATH=$$PATH" CI="$$CI" $(GO) test -count=1 -p 1 -timeout 60m -v ./e2e/...
+
+# Regenerate the BPF objects and fail when the committed ones differ: the
+# objects are committed so that `go build` needs no clang.
+check-generate: generate
+	@git diff --exit-code --stat -- tracer/ bpf/ || { echo "committed BPF objects are stale: run 'make generate' and commit"; exit 1; }
+
+generate:
+	cd tracer && BPF_CLANG="$(BPF_CLANG)" BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
+
+# vmlinux.h is pinned; refresh it only on purpose, from a kernel with BTF.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
+
+bench: deps-test
+	$(SUDO) env "PATH=$$PATH" $(GO) test -run '^$$' -bench . -benchtime 1x -count=1 -timeout 30m -v ./e2e/
+	$(GO) test -run '^$$' -bench . -benchmem ./protocols/... ./tracer/...
+
+fuzz:
+	@for pkg in $$($(GO) list ./protocols/... ./tracer/...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+deps-test:
+	@./.ci/install-packages $(TEST_PACKAGES)
+
+deps-demo:
+	@./.ci/install-packages $(DEMO_PACKAGES)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Every map sonde's BPF programs use, defined once.
+#pragma once
+
+#include "events.h"
+
+// Processes selected for tracing (tgid -> 1). Unused when cfg_trace_all.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u8);
+} targets SEC(".maps");
+
+// Arguments of a syscall between its entry and exit, per thread. LRU so a
+// thread killed inside a syscall cannot leak an entry forever.
+struct inflight {
+	__u64 ts_enter;
+	__u64 buf;   // buffer, iovec array, msghdr or mmsghdr array, by syscall
+	__u64 count; // buffer length or iovec/message count
+	__u64 sock;
+	__s32 fd;
+	__u8 syscall;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); // pid_tgid
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+// The ring buffer to userspace; its size is set by the loader.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+// Staging area for one event: too large for the 512-byte BPF stack. The data
+// area is twice CAPTURE_MAX so that "offset < CAPTURE_MAX" plus "length <=
+// CAPTURE_MAX" is enough for the verifier to prove every copy in bounds.
+struct event_buf {
+	struct event hdr;
+	__u8 data[CAPTURE_MAX * 2];
+};
+
+// One slot per possible CPU, indexed by the current CPU: a per-CPU array
+// would be simpler, but its values are capped at 32 KiB. The loader sets
+// max_entries to the number of possible CPUs.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event_buf);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");

@@ -1,0 +1,106 @@
+package tracer
+
+import (
+	"container/list"
+	"net/netip"
+
+	"github.com/sondehq/sonde/protocols/http1"
+)
+
+type role uint8
+
+const (
+	roleUnknown role = iota
+	roleServer
+	roleClient
+)
+
+func (r role) String() string {
+	switch r {
+	case roleServer:
+		return "server"
+	case roleClient:
+		return "client"
+	}
+	return "unknown"
+}
+
+// connKey names a connection as the process sees it. The kernel socket
+// address in conn.sock tells a reused fd from the connection it replaced.
+type connKey struct {
+	tgid uint32
+	fd   int32
+}
+
+type conn struct {
+	key           connKey
+	sock          uint64
+	role          role
+	local, remote netip.AddrPort
+	http          *http1.Conn
+	elem          *list.Element
+
+	// inError is set by a parse error and cleared by the next exchange, so a
+	// connection that is not HTTP at all counts one error, not one per read.
+	inError bool
+	// exchanges counts the exchanges parsed on this connection.
+	exchanges uint64
+}
+
+// connTable holds connection state with a hard cap: under connection churn
+// or a flood of sockets the least recently used connection is evicted.
+type connTable struct {
+	byKey   map[connKey]*conn
+	lru     *list.List // front = most recently used
+	max     int
+	limits  *http1.Limits
+	evicted uint64
+}
+
+func newConnTable(max int, limits *http1.Limits) *connTable {
+	return &connTable{byKey: make(map[connKey]*conn), lru: list.New(), max: max, limits: limits}
+}
+
+func (t *connTable) get(k connKey) *conn {
+	c := t.byKey[k]
+	if c != nil {
+		t.lru.MoveToFront(c.elem)
+	}
+	return c
+}
+
+// add starts tracking a connection. It returns the connection it evicted to
+// make room, if any, so the caller can flush what it held.
+func (t *connTable) add(c *conn) (evicted *conn) {
+	if len(t.byKey) >= t.max {
+		if back := t.lru.Back(); back != nil {
+			evicted = back.Value.(*conn)
+			t.remove(evicted)
+			t.evicted++
+		}
+	}
+	c.http = http1.NewConn(t.limits)
+	c.elem = t.lru.PushFront(c)
+	t.byKey[c.key] = c
+	return evicted
+}
+
+func (t *connTable) remove(c *conn) {
+	if t.byKey[c.key] == c {
+		delete(t.byKey, c.key)
+		t.lru.Remove(c.elem)
+	}
+}
+
+// ofProcess returns the connections of tgid.
+func (t *connTable) ofProcess(tgid uint32) []*conn {
+	var out []*conn
+	for k, c := range t.byKey {
+		if k.tgid == tgid {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (t *connTable) len() int { return len(t.byKey) }

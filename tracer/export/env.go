@@ -1,0 +1,109 @@
+package export
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+)
+
+const (
+	envEndpoint       = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	envTracesEndpoint = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	envProtocol       = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	envTracesProtocol = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	envSampler        = "OTEL_TRACES_SAMPLER"
+	envSamplerArg     = "OTEL_TRACES_SAMPLER_ARG"
+	envScheduleDelay  = "OTEL_BSP_SCHEDULE_DELAY"
+)
+
+// resolveFormat applies the documented default: OTLP when the environment
+// names a collector, text otherwise.
+func resolveFormat(f Format) (Format, error) {
+	switch f {
+	case FormatOTLP, FormatText, FormatJSON:
+		return f, nil
+	case "":
+		if os.Getenv(envEndpoint) != "" || os.Getenv(envTracesEndpoint) != "" {
+			return FormatOTLP, nil
+		}
+		return FormatText, nil
+	default:
+		return "", fmt.Errorf("unknown format %q: want %q, %q or %q", f, FormatOTLP, FormatText, FormatJSON)
+	}
+}
+
+// newOTLP builds the OTLP exporter that the environment asks for. The SDK
+// exporters read every other OTEL_EXPORTER_OTLP_* variable themselves.
+func newOTLP(ctx context.Context) (sdktrace.SpanExporter, error) {
+	// The SDK ignores a malformed endpoint and silently falls back to
+	// localhost, which hides a typo behind "connection refused".
+	for _, name := range []string{envEndpoint, envTracesEndpoint} {
+		if err := checkEndpoint(name); err != nil {
+			return nil, err
+		}
+	}
+
+	name, protocol := envProtocol, os.Getenv(envProtocol)
+	if p := os.Getenv(envTracesProtocol); p != "" {
+		name, protocol = envTracesProtocol, p
+	}
+	var (
+		exp sdktrace.SpanExporter
+		err error
+	)
+	switch strings.TrimSpace(protocol) {
+	case "", "grpc":
+		exp, err = otlptracegrpc.New(ctx)
+	case "http/protobuf":
+		exp, err = otlptracehttp.New(ctx)
+	default:
+		return nil, fmt.Errorf("%s=%q is not supported: use \"grpc\" or \"http/protobuf\"", name, protocol)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("otlp exporter: %w", err)
+	}
+	return exp, nil
+}
+
+func checkEndpoint(name string) error {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%s=%q: want a URL such as http://collector:4317", name, v)
+	}
+	return nil
+}
+
+// checkSampler rejects sampler settings that the SDK would otherwise replace
+// by its default with only a message on the error handler: an SRE who asked
+// for 1% sampling must not silently get 100%.
+func checkSampler() error {
+	s := strings.ToLower(strings.TrimSpace(os.Getenv(envSampler)))
+	switch s {
+	case "", "always_on", "always_off", "parentbased_always_on", "parentbased_always_off":
+		return nil
+	case "traceidratio", "parentbased_traceidratio":
+		arg := strings.TrimSpace(os.Getenv(envSamplerArg))
+		if arg == "" {
+			return nil
+		}
+		r, err := strconv.ParseFloat(arg, 64)
+		if err != nil || r < 0 || r > 1 {
+			return fmt.Errorf("%s=%q: want a ratio between 0 and 1", envSamplerArg, arg)
+		}
+		return nil
+	default:
+		return fmt.Errorf("%s=%q is not supported: use always_on, always_off, traceidratio, "+
+			"parentbased_always_on, parentbased_always_off or parentbased_traceidratio", envSampler, s)
+	}
+}

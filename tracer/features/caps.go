@@ -1,0 +1,205 @@
+package features
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Capability is a Linux capability number, as in linux/capability.h.
+type Capability uint
+
+// The capabilities sonde uses.
+const (
+	CapDACReadSearch Capability = unix.CAP_DAC_READ_SEARCH
+	CapNetAdmin      Capability = unix.CAP_NET_ADMIN
+	CapSysPtrace     Capability = unix.CAP_SYS_PTRACE
+	CapSysAdmin      Capability = unix.CAP_SYS_ADMIN
+	CapPerfmon       Capability = unix.CAP_PERFMON
+	CapBPF           Capability = unix.CAP_BPF
+)
+
+var capNames = [...]string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
+	"CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST",
+	"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER",
+	"CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE",
+	"CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+	"CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD",
+	"CAP_LEASE", "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP",
+	"CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM",
+	"CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
+	"CAP_CHECKPOINT_RESTORE",
+}
+
+func (c Capability) String() string {
+	if int(c) < len(capNames) {
+		return capNames[c]
+	}
+	return "CAP_" + strconv.FormatUint(uint64(c), 10)
+}
+
+// CapSet is a set of capabilities, one bit per capability number.
+type CapSet uint64
+
+// Has reports whether c is in the set.
+func (s CapSet) Has(c Capability) bool {
+	return c < 64 && s&(1<<c) != 0
+}
+
+// Caps lists the capabilities in the set in numeric order.
+func (s CapSet) Caps() []Capability {
+	caps := make([]Capability, 0, bits.OnesCount64(uint64(s)))
+	for v := uint64(s); v != 0; v &= v - 1 {
+		caps = append(caps, Capability(bits.TrailingZeros64(v)))
+	}
+	return caps
+}
+
+// knownCaps is every capability the kernel knows of, by
+// /proc/sys/kernel/cap_last_cap, or every capability this package can name.
+func knownCaps() CapSet {
+	last := len(capNames) - 1
+	if b, err := os.ReadFile("/proc/sys/kernel/cap_last_cap"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n >= 0 && n < 64 {
+			last = n
+		}
+	}
+	return CapSet(uint64(1)<<(last+1) - 1)
+}
+
+// EffectiveCaps returns the effective capabilities of the current process.
+func EffectiveCaps() (CapSet, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("read capabilities: %w", err)
+	}
+	return parseCapEff(b)
+}
+
+// parseCapEff decodes the CapEff line of a /proc/PID/status file.
+func parseCapEff(status []byte) (CapSet, error) {
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		v, ok := strings.CutPrefix(sc.Text(), "CapEff:")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse CapEff %q: %w", strings.TrimSpace(v), err)
+		}
+		return CapSet(n), nil
+	}
+	return 0, errors.New("no CapEff line in status")
+}
+
+// canBPF reports whether caps allow loading and attaching tracing programs:
+// since Linux 5.8 CAP_SYS_ADMIN stands in for both CAP_BPF and CAP_PERFMON.
+func canBPF(caps CapSet) (missing []Capability) {
+	if caps.Has(CapSysAdmin) {
+		return nil
+	}
+	for _, c := range []Capability{CapBPF, CapPerfmon} {
+		if !caps.Has(c) {
+			missing = append(missing, c)
+		}
+	}
+	return missing
+}
+
+// PrivilegeError is returned by [CheckPrivileges] when the process lacks
+// capabilities that `sonde trace` cannot work without.
+type PrivilegeError struct {
+	// Missing lists the capabilities to grant.
+	Missing []Capability
+	// MountTracefs is set when tracefs is not mounted, so sonde needs
+	// CAP_SYS_ADMIN to mount it.
+	MountTracefs bool
+	// ReadTracefs is set when the mounted tracefs is not readable, so sonde
+	// needs CAP_DAC_READ_SEARCH to read tracepoint IDs from it.
+	ReadTracefs bool
+}
+
+func (e *PrivilegeError) Error() string {
+	var b strings.Builder
+	b.WriteString("sonde needs CAP_BPF and CAP_PERFMON (or root)")
+	if e.MountTracefs {
+		b.WriteString(", and CAP_SYS_ADMIN to mount tracefs at " + tracefsPath)
+	}
+	if e.ReadTracefs {
+		b.WriteString(", and CAP_DAC_READ_SEARCH to read tracefs")
+	}
+	names := make([]string, len(e.Missing))
+	for i, c := range e.Missing {
+		names[i] = c.String()
+	}
+	fmt.Fprintf(&b, "; missing: %s; run as root or grant them", strings.Join(names, ", "))
+	return b.String()
+}
+
+// CheckPrivileges is a fast pre-flight for `sonde trace`: it returns a
+// *PrivilegeError naming what is missing when the effective capabilities of
+// the process cannot load and attach sonde's programs, or mount or read
+// tracefs as needed.
+func CheckPrivileges() error {
+	caps, err := EffectiveCaps()
+	if err != nil {
+		return err
+	}
+	ms, err := readMounts()
+	if err != nil {
+		return err
+	}
+	path, mounted := findTracefs(ms)
+	readable := true
+	if mounted {
+		// tracefs is root-only by default: a non-root user with CAP_BPF and
+		// CAP_PERFMON still cannot read tracepoint IDs from it.
+		f, err := os.Open(filepath.Join(path, "events", "syscalls", "sys_enter_write", "id"))
+		if err == nil {
+			f.Close()
+		}
+		readable = !errors.Is(err, os.ErrPermission)
+	}
+	return checkPrivileges(caps, mounted, readable)
+}
+
+func checkPrivileges(caps CapSet, tracefsMounted, tracefsReadable bool) error {
+	e := &PrivilegeError{Missing: canBPF(caps)}
+	if !tracefsMounted && !caps.Has(CapSysAdmin) {
+		e.MountTracefs = true
+		e.Missing = append(e.Missing, CapSysAdmin)
+	}
+	if tracefsMounted && !tracefsReadable && !caps.Has(CapDACReadSearch) {
+		e.ReadTracefs = true
+		e.Missing = append(e.Missing, CapDACReadSearch)
+	}
+	if len(e.Missing) == 0 {
+		return nil
+	}
+	return e
+}
+
+// capNeeds is what each capability buys sonde, in the order the
+// capabilities check reports them.
+var capNeeds = []struct {
+	cap    Capability
+	reason string
+}{
+	{CapBPF, "load programs and create maps"},
+	{CapPerfmon, "attach tracing programs and read kernel memory"},
+	{CapSysAdmin, "mount tracefs; stands in for CAP_BPF and CAP_PERFMON"},
+	{CapSysPtrace, "read /proc/PID/environ and maps of other users' processes"},
+	{CapDACReadSearch, "read other users' executables and libraries to place uprobes"},
+	{CapNetAdmin, "sockops and TC programs, planned"},
+}

@@ -1,0 +1,265 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/sondehq/sonde/protocols/http1"
+)
+
+// handle dispatches one ring-buffer record. It runs on the event loop only.
+func (t *Tracer) handle(raw []byte) {
+	t.stats.records.Add(1)
+	e, data, err := viewEvent(raw)
+	if err != nil {
+		t.stats.badRecords.Add(1)
+		return
+	}
+	if t.selected != nil && e.Kind != eventExec && e.Kind != eventFork && !t.selected[e.Tgid] {
+		return // selected provisionally by the kernel, then withdrawn
+	}
+	switch e.Kind {
+	case eventData:
+		t.onData(e, data)
+	case eventAccept:
+		t.onOpen(e, roleServer)
+	case eventConnect:
+		t.onOpen(e, roleClient)
+	case eventClose:
+		if c := t.conns.get(connKey{e.Tgid, e.Fd}); c != nil && c.sock == e.Sock {
+			t.closeConn(c)
+		}
+	case eventExec:
+		t.onExec(e)
+	case eventExit:
+		t.onExit(e.Tgid)
+	case eventFork:
+		t.selected[e.Tgid] = true
+	default:
+		t.stats.unknownEvents.Add(1)
+	}
+}
+
+func (t *Tracer) onOpen(e *socketEvent, r role) {
+	key := connKey{e.Tgid, e.Fd}
+	if old := t.conns.get(key); old != nil {
+		// The close of the previous connection on this fd was not seen.
+		t.closeConn(old)
+	}
+	t.track(&conn{key: key, sock: e.Sock, role: r, local: e.local(), remote: e.remote()})
+}
+
+func (t *Tracer) track(c *conn) {
+	if ev := t.conns.add(c); ev != nil {
+		t.abandon(ev)
+	}
+}
+
+func (t *Tracer) onData(e *socketEvent, data []byte) {
+	if e.Size > e.Captured && e.Syscall != sysSendfile {
+		t.stats.truncated.Add(1)
+	}
+	key := connKey{e.Tgid, e.Fd}
+	c := t.conns.get(key)
+	if c != nil && c.sock != e.Sock {
+		t.closeConn(c)
+		c = nil
+	}
+	if c == nil {
+		// A connection opened before sonde attached: its role comes from
+		// the kernel's listening sockets, else from what the bytes say.
+		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
+		c.role = t.roleOf(e, data)
+		t.track(c)
+	}
+	dir := http1.Request
+	if (c.role == roleServer) != (e.Dir == dirIngress) {
+		dir = http1.Response
+	}
+	// Received bytes were there when the read returned; sent bytes left
+	// when the write began.
+	start := e.TsEnter
+	if e.Dir == dirIngress {
+		start = e.TsExit
+	}
+	xs, err := c.http.Feed(dir, http1.Chunk{Data: data, Size: int(e.Size), Start: start, End: e.TsExit}, t.xbuf[:0])
+	if err != nil {
+		t.parseError(c, err)
+	}
+	t.emit(c, xs)
+}
+
+// emit turns finished exchanges into spans.
+func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
+	if len(xs) == 0 {
+		return
+	}
+	c.inError = false
+	c.exchanges += uint64(len(xs))
+	p := t.process(c.key.tgid, "")
+	for i := range xs {
+		t.opts.Sink.Export(t.httpSpan(c, p, &xs[i]))
+		t.stats.spans.Add(1)
+	}
+	t.xbuf = xs[:0]
+}
+
+func (t *Tracer) parseError(c *conn, err error) {
+	if c.inError {
+		return
+	}
+	c.inError = true
+	reason := "other"
+	var pe *http1.ParseError
+	if errors.As(err, &pe) {
+		reason = pe.Reason.String()
+	}
+	if c.exchanges == 0 {
+		// Nothing on this connection ever parsed: most likely another
+		// protocol, or bytes from the middle of a message.
+		reason = "not_http"
+	}
+	t.stats.mu.Lock()
+	t.stats.parseErrors[reason]++
+	t.stats.mu.Unlock()
+	t.log.Debug("parse error", "pid", c.key.tgid, "fd", c.key.fd, "reason", reason, "error", err)
+}
+
+// closeConn finishes a connection the process closed: a body delimited by
+// the close ends here, and a request left without a response is reported.
+func (t *Tracer) closeConn(c *conn) {
+	t.conns.remove(c)
+	t.emit(c, c.http.Close(t.xbuf[:0]))
+}
+
+// abandon drops a connection sonde stops watching (evicted, or sonde is
+// exiting): its pending requests are counted, not reported as failures.
+func (t *Tracer) abandon(c *conn) {
+	t.conns.remove(c)
+	t.stats.pendingAtExit.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
+}
+
+func (t *Tracer) abandonAll() {
+	for _, c := range t.conns.byKey {
+		t.abandon(c)
+	}
+}
+
+func (t *Tracer) roleOf(e *socketEvent, data []byte) role {
+	lc, ok := t.listen[e.Tgid]
+	if !ok || time.Since(lc.at) > time.Second {
+		lc = listenCache{at: time.Now(), ports: listeningPorts(t.opts.ProcRoot, e.Tgid)}
+		t.listen[e.Tgid] = lc
+	}
+	if lc.ports[e.Sport] {
+		return roleServer
+	}
+	ingress := e.Dir == dirIngress
+	switch {
+	case http1.LooksLikeRequest(data):
+		if ingress {
+			return roleServer
+		}
+	case http1.LooksLikeResponse(data):
+		if !ingress {
+			return roleServer
+		}
+	}
+	return roleClient
+}
+
+// process returns what is known of tgid, reading /proc the first time.
+func (t *Tracer) process(tgid uint32, comm string) *process {
+	if p := t.procs[tgid]; p != nil {
+		return p
+	}
+	p := readProcess(t.opts.ProcRoot, tgid, comm, t.host)
+	t.procs[tgid] = p
+	return p
+}
+
+// onExec confirms or withdraws the kernel's provisional selection of a
+// process that just called execve.
+func (t *Tracer) onExec(e *socketEvent) {
+	delete(t.procs, e.Tgid) // exec replaced the program: re-read its identity
+	exe, ok := t.selector.matches(e.Tgid)
+	if ok || t.explicit[e.Tgid] {
+		if !t.selected[e.Tgid] {
+			t.log.Info("tracing process", "pid", e.Tgid, "exe", exe)
+		}
+		t.selected[e.Tgid] = true
+		return
+	}
+	if t.selected[e.Tgid] {
+		// A selected process (or the child of one) became another program.
+		for _, c := range t.conns.ofProcess(e.Tgid) {
+			t.abandon(c)
+		}
+	}
+	delete(t.selected, e.Tgid)
+	if err := t.coll.Maps["targets"].Delete(e.Tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Warn("cannot withdraw provisional selection", "pid", e.Tgid, "error", err)
+	}
+}
+
+func (t *Tracer) onExit(tgid uint32) {
+	for _, c := range t.conns.ofProcess(tgid) {
+		t.closeConn(c)
+	}
+	delete(t.procs, tgid)
+	delete(t.listen, tgid)
+	if t.selected != nil {
+		delete(t.selected, tgid)
+		delete(t.explicit, tgid)
+		t.log.Info("process exited", "pid", tgid)
+	}
+}
+
+func (t *Tracer) addTarget(pid uint32) error {
+	if err := t.coll.Maps["targets"].Put(pid, uint8(1)); err != nil {
+		return fmt.Errorf("add pid %d to targets: %w", pid, err)
+	}
+	t.selected[pid] = true
+	return nil
+}
+
+// selectInitial fills the target map before any probe is attached.
+func (t *Tracer) selectInitial() error {
+	for _, pid := range t.opts.PIDs {
+		if _, err := os.Stat(fmt.Sprintf("%s/%d", t.opts.ProcRoot, pid)); err != nil {
+			return fmt.Errorf("pid %d: no such process", pid)
+		}
+		if err := t.addTarget(uint32(pid)); err != nil {
+			return err
+		}
+		t.explicit[uint32(pid)] = true
+	}
+	if t.selector.enabled() {
+		for _, pid := range t.selector.scan() {
+			if pid == uint32(os.Getpid()) {
+				continue
+			}
+			if err := t.addTarget(pid); err != nil {
+				return err
+			}
+			t.log.Info("tracing process", "pid", pid)
+		}
+	}
+	return nil
+}
+
+func (t *Tracer) targetDescription() string {
+	switch {
+	case len(t.opts.PIDs) > 0 && t.selector.enabled():
+		return fmt.Sprintf("pids %v and exe %v", t.opts.PIDs, t.opts.Exe)
+	case len(t.opts.PIDs) > 0:
+		return fmt.Sprintf("pids %v", t.opts.PIDs)
+	case t.selector.enabled():
+		return fmt.Sprintf("exe %v", t.opts.Exe)
+	}
+	return "all processes"
+}

@@ -1,0 +1,242 @@
+package tracer
+
+import (
+	"context"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/tracer/export"
+)
+
+// knownMethods are the methods semconv lets through as they are; any other
+// becomes _OTHER so that a hostile client cannot blow up cardinality.
+var knownMethods = map[string]bool{
+	"GET": true, "HEAD": true, "POST": true, "PUT": true, "DELETE": true,
+	"CONNECT": true, "OPTIONS": true, "TRACE": true, "PATCH": true, "QUERY": true,
+}
+
+// redactedQueryKeys are query parameters whose values are credentials.
+// The first four are the ones the HTTP semantic conventions name.
+var redactedQueryKeys = map[string]bool{
+	"awsaccesskeyid": true, "signature": true, "sig": true, "x-goog-signature": true,
+	"access_token": true, "token": true, "api_key": true, "apikey": true,
+	"password": true, "passwd": true, "secret": true, "client_secret": true,
+}
+
+const redacted = "REDACTED"
+
+var traceContext = propagation.TraceContext{}
+
+// headerCarrier exposes the two W3C headers the parser kept.
+type headerCarrier struct{ traceparent, tracestate string }
+
+func (h headerCarrier) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return h.traceparent
+	case "tracestate":
+		return h.tracestate
+	}
+	return ""
+}
+func (headerCarrier) Set(string, string) {}
+func (headerCarrier) Keys() []string     { return []string{"traceparent", "tracestate"} }
+
+// remoteParent returns the span context of an incoming W3C traceparent, or an
+// invalid one when there is none or it does not parse.
+func remoteParent(traceparent, tracestate string) trace.SpanContext {
+	if traceparent == "" {
+		return trace.SpanContext{}
+	}
+	ctx := traceContext.Extract(context.Background(), headerCarrier{traceparent, tracestate})
+	return trace.SpanContextFromContext(ctx)
+}
+
+// httpSpan turns one HTTP/1 exchange into a span. Stamps in the exchange are
+// kernel CLOCK_MONOTONIC nanoseconds.
+func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
+	req, resp := &x.Request, &x.Response
+	s := &export.Span{
+		Start:    t.clock.wall(req.Start),
+		Resource: p.resource,
+	}
+	end := resp.End
+	if x.Incomplete || end < req.Start {
+		end = req.End
+	}
+	s.End = t.clock.wall(end)
+
+	parent := remoteParent(req.TraceParent, req.TraceState)
+	if parent.IsValid() {
+		s.TraceID = parent.TraceID()
+		s.Parent = parent
+	} else {
+		s.TraceID = t.ids.traceID()
+	}
+	s.SpanID = t.ids.spanID()
+
+	method := req.Method
+	attrs := make([]attribute.KeyValue, 0, 16)
+	if knownMethods[method] {
+		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method))
+		s.Name = method
+	} else {
+		attrs = append(attrs, semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(method))
+		s.Name = "HTTP"
+	}
+	path, query := splitTarget(req.Target)
+	attrs = append(attrs,
+		semconv.URLScheme("http"),
+		semconv.NetworkProtocolName("http"),
+		semconv.NetworkProtocolVersion(req.Proto),
+		semconv.NetworkTransportTCP,
+		semconv.NetworkPeerAddress(c.remote.Addr().String()),
+		semconv.NetworkPeerPort(int(c.remote.Port())),
+	)
+	if req.UserAgent != "" {
+		attrs = append(attrs, semconv.UserAgentOriginal(req.UserAgent))
+	}
+	host, port := hostPort(req.Host)
+	switch c.role {
+	case roleServer:
+		s.Kind = trace.SpanKindServer
+		if host == "" {
+			host = c.local.Addr().String()
+		}
+		if port == 0 {
+			port = int(c.local.Port())
+		}
+		attrs = append(attrs,
+			semconv.URLPath(path),
+			semconv.ServerAddress(host),
+			semconv.ServerPort(port),
+			semconv.ClientAddress(c.remote.Addr().String()),
+			semconv.ClientPort(int(c.remote.Port())),
+		)
+		if query != "" {
+			attrs = append(attrs, semconv.URLQuery(redactQuery(query)))
+		}
+	default:
+		s.Kind = trace.SpanKindClient
+		if host == "" {
+			host = c.remote.Addr().String()
+		}
+		if port == 0 {
+			port = int(c.remote.Port())
+		}
+		attrs = append(attrs,
+			semconv.URLFull(fullURL(req.Target, host, port, path, query)),
+			semconv.ServerAddress(host),
+			semconv.ServerPort(port),
+		)
+	}
+	if req.HeadTruncated || resp.HeadTruncated {
+		attrs = append(attrs, attribute.Bool("sonde.capture.truncated", true))
+	}
+
+	switch {
+	case x.Incomplete:
+		attrs = append(attrs, semconv.ErrorTypeKey.String("incomplete_response"))
+		s.Status = codes.Error
+		s.StatusDescription = "connection ended before a complete response"
+	default:
+		code := resp.StatusCode
+		attrs = append(attrs, semconv.HTTPResponseStatusCode(code))
+		// Server spans fail on 5xx only: a 4xx is the client's error.
+		if code >= 500 || (code >= 400 && s.Kind == trace.SpanKindClient) {
+			s.Status = codes.Error
+			attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(code)))
+		}
+	}
+	s.Attributes = attrs
+	return s
+}
+
+// splitTarget separates the path and the query of a request-target in
+// origin form, absolute form or asterisk form.
+func splitTarget(target string) (path, query string) {
+	if i := strings.Index(target, "://"); i > 0 {
+		rest := target[i+3:]
+		if j := strings.IndexByte(rest, '/'); j >= 0 {
+			target = rest[j:]
+		} else {
+			target = "/"
+		}
+	}
+	path, query, _ = strings.Cut(target, "?")
+	if i := strings.IndexByte(query, '#'); i >= 0 {
+		query = query[:i]
+	}
+	return path, query
+}
+
+// hostPort splits a Host header value. An absent or malformed port is 0.
+func hostPort(h string) (string, int) {
+	if h == "" {
+		return "", 0
+	}
+	host, p, err := net.SplitHostPort(h)
+	if err != nil {
+		return strings.Trim(h, "[]"), 0
+	}
+	port, _ := strconv.Atoi(p)
+	return host, port
+}
+
+func fullURL(target, host string, port int, path, query string) string {
+	u := url.URL{Scheme: "http", Path: path}
+	if strings.Contains(target, "://") {
+		if parsed, err := url.Parse(target); err == nil {
+			u.Scheme = parsed.Scheme
+			u.Host = parsed.Host
+		}
+	}
+	if u.Host == "" {
+		u.Host = host
+		if port != 0 && port != 80 {
+			u.Host = net.JoinHostPort(host, strconv.Itoa(port))
+		} else if strings.Contains(host, ":") {
+			u.Host = "[" + host + "]"
+		}
+	}
+	u.User = nil // never export credentials from userinfo
+	s := u.String()
+	if query != "" {
+		s += "?" + redactQuery(query)
+	}
+	return s
+}
+
+// redactQuery replaces the values of credential-like parameters, keeping the
+// query's shape otherwise byte for byte.
+func redactQuery(q string) string {
+	parts := strings.Split(q, "&")
+	changed := false
+	for i, kv := range parts {
+		k, _, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		key := k
+		if dec, err := url.QueryUnescape(k); err == nil {
+			key = dec
+		}
+		if redactedQueryKeys[strings.ToLower(key)] {
+			parts[i] = k + "=" + redacted
+			changed = true
+		}
+	}
+	if !changed {
+		return q
+	}
+	return strings.Join(parts, "&")
+}

@@ -1,0 +1,87 @@
+package tracer
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/sondehq/sonde/tracer/export"
+)
+
+// Sink receives finished spans. It must not block: the event loop calls it.
+type Sink interface {
+	Export(*export.Span)
+}
+
+// Options configures a Tracer. The zero value traces every process and needs
+// only a Sink.
+type Options struct {
+	// PIDs selects processes by id.
+	PIDs []int
+	// Exe selects processes whose executable path matches one of these
+	// globs (path.Match syntax). A pattern without a slash matches the
+	// executable's base name. New processes are matched as they exec.
+	Exe []string
+	// With neither PIDs nor Exe, every process but sonde itself is traced.
+
+	// CaptureBytes bounds the payload copied per syscall. Default 4096.
+	CaptureBytes int
+	// RingBufferBytes sizes the kernel-to-user ring buffer. A power of two
+	// multiple of the page size. Default 8 MiB.
+	RingBufferBytes int
+	// MaxConns bounds the connections tracked at once. Default 65536.
+	MaxConns int
+
+	Sink   Sink
+	Logger *slog.Logger
+
+	// ProcRoot is where procfs is mounted. Default /proc.
+	ProcRoot string
+}
+
+// Limits of the kernel side, mirrored from bpf/headers/events.h.
+const (
+	MaxCaptureBytes        = 16384
+	defaultCaptureBytes    = 4096
+	defaultRingBufferBytes = 8 << 20
+	defaultMaxConns        = 65536
+)
+
+func (o *Options) withDefaults() (Options, error) {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.CaptureBytes == 0 {
+		r.CaptureBytes = defaultCaptureBytes
+	}
+	if r.CaptureBytes < 64 || r.CaptureBytes > MaxCaptureBytes {
+		return r, fmt.Errorf("capture bytes %d: must be between 64 and %d", r.CaptureBytes, MaxCaptureBytes)
+	}
+	if r.RingBufferBytes == 0 {
+		r.RingBufferBytes = defaultRingBufferBytes
+	}
+	if r.RingBufferBytes < 4096 || r.RingBufferBytes&(r.RingBufferBytes-1) != 0 {
+		return r, fmt.Errorf("ring buffer bytes %d: must be a power of two of at least 4096", r.RingBufferBytes)
+	}
+	if r.MaxConns == 0 {
+		r.MaxConns = defaultMaxConns
+	}
+	if r.MaxConns < 1 {
+		return r, fmt.Errorf("max conns %d: must be positive", r.MaxConns)
+	}
+	if r.Sink == nil {
+		return r, fmt.Errorf("no sink for spans")
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.ProcRoot == "" {
+		r.ProcRoot = "/proc"
+	}
+	for _, pid := range r.PIDs {
+		if pid <= 0 {
+			return r, fmt.Errorf("pid %d: must be positive", pid)
+		}
+	}
+	return r, nil
+}

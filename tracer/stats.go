@@ -1,0 +1,95 @@
+package tracer
+
+import (
+	"errors"
+	"maps"
+)
+
+// Stats are the tracer's counters since it started.
+type Stats struct {
+	// Kernel side.
+	Events     uint64 // events written to the ring buffer
+	Lost       uint64 // events dropped because the ring buffer was full
+	StashFull  uint64 // syscalls not followed: in-flight map full
+	IOVCapped  uint64 // captures cut short at the iovec limit
+	MmsgCapped uint64 // sendmmsg/recvmmsg messages beyond the per-call limit
+	// User side.
+	Records       uint64            // ring-buffer records read
+	BadRecords    uint64            // records that did not decode
+	Truncated     uint64            // payloads larger than the capture limit
+	ParseErrors   map[string]uint64 // by reason
+	Spans         uint64            // spans handed to the sink
+	Conns         int               // connections tracked now
+	ConnsEvicted  uint64            // connections dropped to respect MaxConns
+	PendingAtExit uint64            // requests still awaiting a response when dropped
+	UnknownEvents uint64
+}
+
+// Stats returns a snapshot of the counters. Connection figures are only
+// exact once Run has returned.
+func (t *Tracer) Stats() Stats {
+	s := Stats{
+		Records:       t.stats.records.Load(),
+		BadRecords:    t.stats.badRecords.Load(),
+		Truncated:     t.stats.truncated.Load(),
+		Spans:         t.stats.spans.Load(),
+		PendingAtExit: t.stats.pendingAtExit.Load(),
+		UnknownEvents: t.stats.unknownEvents.Load(),
+		Conns:         t.conns.len(),
+		ConnsEvicted:  t.conns.evicted,
+	}
+	t.stats.mu.Lock()
+	s.ParseErrors = maps.Clone(t.stats.parseErrors)
+	t.stats.mu.Unlock()
+	if k, err := t.kernelCounters(); err == nil {
+		s.Events, s.Lost, s.StashFull = k[counterEvents], k[counterLost], k[counterStashFull]
+		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
+	}
+	return s
+}
+
+func (t *Tracer) kernelCounters() ([counterMax]uint64, error) {
+	t.closeMu.Lock()
+	defer t.closeMu.Unlock()
+	return t.readCounters()
+}
+
+// readCounters sums the per-CPU counters; closeMu must be held.
+func (t *Tracer) readCounters() ([counterMax]uint64, error) {
+	var out [counterMax]uint64
+	if t.coll == nil {
+		if t.final != nil {
+			return *t.final, nil
+		}
+		return out, errors.New("tracer closed")
+	}
+	m := t.coll.Maps["counters"]
+	var perCPU []uint64
+	for i := range out {
+		if err := m.Lookup(uint32(i), &perCPU); err != nil {
+			return out, err
+		}
+		for _, v := range perCPU {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// reportKernelCounters warns when the kernel lost events since last time:
+// a full ring buffer means spans are missing, and the user must know.
+func (t *Tracer) reportKernelCounters() {
+	k, err := t.kernelCounters()
+	if err != nil {
+		return
+	}
+	if lost := k[counterLost]; lost > t.lastLost {
+		t.log.Warn("ring buffer full: events lost; raise --ring-buffer or lower --capture-bytes",
+			"lost", lost-t.lastLost, "lost_total", lost)
+		t.lastLost = lost
+	}
+	if full := k[counterStashFull]; full > t.lastStashFull {
+		t.log.Warn("in-flight syscall map full: syscalls not followed", "missed", full-t.lastStashFull)
+		t.lastStashFull = full
+	}
+}

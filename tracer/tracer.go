@@ -1,0 +1,296 @@
+// Package tracer loads sonde's BPF programs, attaches them to syscall
+// tracepoints, reads the captured socket events and turns them into spans.
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/tracer/features"
+)
+
+// Tracer is a loaded and attached set of probes and the state built from
+// their events. Run it with Run; release it with Close.
+type Tracer struct {
+	opts   Options
+	log    *slog.Logger
+	coll   *ebpf.Collection
+	links  []link.Link
+	reader *ringbuf.Reader
+
+	clock clock
+	ids   idSource
+	host  string
+
+	conns    *connTable
+	procs    map[uint32]*process
+	selector *selector
+	// selected is the userspace view of the kernel's targets map, nil when
+	// every process is traced. Events of other processes can still arrive
+	// (provisional exec selection) and are dropped.
+	selected map[uint32]bool
+	explicit map[uint32]bool // --pid: kept whatever they exec
+	listen   map[uint32]listenCache
+
+	xbuf []http1.Exchange
+
+	stats                   counters
+	lastLost, lastStashFull uint64
+	// final holds the kernel counters read just before Close frees them.
+	final *[counterMax]uint64
+	closeMu                 sync.Mutex
+	closed                  bool
+}
+
+type listenCache struct {
+	at    time.Time
+	ports map[uint16]bool
+}
+
+// counters are written by the event loop and read by Stats from anywhere.
+type counters struct {
+	records, badRecords, truncated, spans atomic.Uint64
+	pendingAtExit, unknownEvents          atomic.Uint64
+
+	mu          sync.Mutex
+	parseErrors map[string]uint64
+}
+
+// New loads the BPF programs and attaches them. Nothing is traced until Run.
+func New(opts *Options) (*Tracer, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracer{
+		opts:   o,
+		log:    o.Logger,
+		ids:    newIDSource(),
+		conns:  newConnTable(o.MaxConns, nil),
+		procs:  make(map[uint32]*process),
+		listen: make(map[uint32]listenCache),
+	}
+	if len(o.PIDs) > 0 || len(o.Exe) > 0 {
+		t.selected = make(map[uint32]bool)
+		t.explicit = make(map[uint32]bool)
+	}
+	t.stats.parseErrors = make(map[string]uint64)
+	t.host, _ = os.Hostname()
+	if err := t.clock.sync(); err != nil {
+		return nil, fmt.Errorf("read clocks: %w", err)
+	}
+	t.selector, err = newSelector(o.ProcRoot, o.Exe)
+	if err != nil {
+		return nil, err
+	}
+
+	if mounted, path, err := features.EnsureTracefs(); err != nil {
+		return nil, fmt.Errorf("tracefs: %w", err)
+	} else if mounted {
+		t.log.Info("mounted tracefs", "path", path)
+	}
+	began := time.Now()
+	if err := t.load(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	loaded := time.Now()
+	if err := t.selectInitial(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if err := t.attach(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.log.Debug("probes ready", "load", loaded.Sub(began).Round(time.Millisecond), "attach", time.Since(loaded).Round(time.Millisecond))
+	return t, nil
+}
+
+func (t *Tracer) load() error {
+	spec, err := loadSocket()
+	if err != nil {
+		return fmt.Errorf("read bpf object: %w", err)
+	}
+	traceAll := len(t.opts.PIDs) == 0 && len(t.opts.Exe) == 0
+	vars := map[string]any{
+		"cfg_capture_bytes": uint32(t.opts.CaptureBytes),
+		"cfg_self_tgid":     uint32(os.Getpid()),
+		"cfg_trace_all":     boolByte(traceAll),
+		"cfg_watch_exec":    boolByte(len(t.opts.Exe) > 0),
+	}
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("bpf object has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	spec.Maps["events"].MaxEntries = uint32(t.opts.RingBufferBytes)
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("count cpus: %w", err)
+	}
+	spec.Maps["scratch"].MaxEntries = uint32(cpus)
+
+	t.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load bpf programs: %+v", ve)
+		}
+		return fmt.Errorf("load bpf programs: %w", err)
+	}
+	t.reader, err = ringbuf.NewReader(t.coll.Maps["events"])
+	if err != nil {
+		return fmt.Errorf("open ring buffer: %w", err)
+	}
+	return nil
+}
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// essential tracepoints: without them sonde cannot produce a single span.
+// Every other one only narrows what is seen, so its failure degrades.
+var essential = map[string]bool{
+	"sys_enter_read": true, "sys_exit_read": true,
+	"sys_enter_write": true, "sys_exit_write": true,
+	"sys_exit_accept4": true, "sys_enter_close": true,
+}
+
+func (t *Tracer) attach() error {
+	spec, err := loadSocket()
+	if err != nil {
+		return err
+	}
+	for name, ps := range spec.Programs {
+		group, event, ok := tracepointOf(ps.SectionName)
+		if !ok {
+			return fmt.Errorf("program %s: unexpected section %q", name, ps.SectionName)
+		}
+		var l link.Link
+		if group == "" {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: t.coll.Programs[name]})
+		} else {
+			l, err = link.Tracepoint(group, event, t.coll.Programs[name], nil)
+		}
+		if err != nil {
+			if essential[event] {
+				return fmt.Errorf("attach %s/%s: %w", group, event, err)
+			}
+			t.log.Warn("tracepoint not attached; traffic through it is not seen",
+				"tracepoint", group+"/"+event, "error", err)
+			continue
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
+}
+
+// tracepointOf splits "tracepoint/GROUP/EVENT"; a raw tracepoint
+// ("raw_tracepoint/EVENT") has no group.
+func tracepointOf(section string) (group, event string, ok bool) {
+	if rest, ok := strings.CutPrefix(section, "raw_tracepoint/"); ok {
+		return "", rest, rest != ""
+	}
+	rest, ok := strings.CutPrefix(section, "tracepoint/")
+	if !ok {
+		return "", "", false
+	}
+	return strings.Cut(rest, "/")
+}
+
+// Run reads events until ctx is done, then detaches the probes, drains what
+// the kernel already wrote and returns.
+func (t *Tracer) Run(ctx context.Context) error {
+	var rec ringbuf.Record
+	lastTick := time.Now()
+	t.log.Info("tracing", "probes", len(t.links), "targets", t.targetDescription())
+	for ctx.Err() == nil {
+		t.reader.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		err := t.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			t.handle(rec.RawSample)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		if time.Since(lastTick) >= time.Second {
+			t.tick()
+			lastTick = time.Now()
+		}
+	}
+	t.detach()
+	t.drain(&rec)
+	t.abandonAll()
+	return nil
+}
+
+// drain handles what the kernel wrote before the probes were detached.
+func (t *Tracer) drain(rec *ringbuf.Record) {
+	t.reader.SetDeadline(time.Now())
+	for {
+		if err := t.reader.ReadInto(rec); err != nil {
+			return
+		}
+		t.handle(rec.RawSample)
+	}
+}
+
+func (t *Tracer) detach() {
+	for _, l := range t.links {
+		l.Close()
+	}
+	t.links = nil
+}
+
+// Close detaches every probe and frees the kernel objects. It is safe to
+// call more than once and after Run.
+func (t *Tracer) Close() error {
+	t.closeMu.Lock()
+	defer t.closeMu.Unlock()
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	t.detach()
+	if t.reader != nil {
+		t.reader.Close()
+	}
+	if t.coll != nil {
+		if k, err := t.readCounters(); err == nil {
+			t.final = &k
+		}
+		t.coll.Close()
+		t.coll = nil
+	}
+	return nil
+}
+
+// tick does the periodic work of the event loop.
+func (t *Tracer) tick() {
+	_ = t.clock.sync()
+	t.reportKernelCounters()
+}
