@@ -1,8 +1,13 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 // Socket capture from syscall tracepoints. These machines have no kprobes, so
 // every byte a selected process moves over TCP is seen at the syscall
-// boundary: arguments are remembered at sys_enter and the payload is copied at
-// sys_exit, when the kernel says how many bytes really moved.
+// boundary.
+//
+// Only sys_exit tracepoints carry the data path: the return value says how
+// many bytes moved, and on x86-64 the argument registers in the task's saved
+// pt_regs still hold the syscall's arguments. Doing without sys_enter halves
+// the probe hits, needs no per-thread map, and lets failed and EAGAIN calls
+// (half the reads of an event-loop server) return after two comparisons.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -19,6 +24,10 @@ volatile const __u32 cfg_capture_bytes = 4096;
 volatile const __u32 cfg_self_tgid = 0;
 volatile const __u8 cfg_trace_all = 0;
 volatile const __u8 cfg_watch_exec = 0;
+// Wake the reader only once this much is pending. A wakeup per event costs
+// the traced thread an irq_work and the reader a context switch per
+// request; userspace polls on a short timer instead.
+volatile const __u32 cfg_wakeup_bytes = 65536;
 
 static __always_inline void count(__u32 which)
 {
@@ -36,6 +45,17 @@ static __always_inline bool selected(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
 }
 
+static __always_inline bool current_selected(void)
+{
+	return selected(bpf_get_current_pid_tgid() >> 32);
+}
+
+// The syscall's saved user registers: arguments in di, si, dx.
+static __always_inline struct pt_regs *syscall_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
 static __always_inline __u64 capture_limit(__u64 moved)
 {
 	__u64 n = moved;
@@ -46,7 +66,7 @@ static __always_inline __u64 capture_limit(__u64 moved)
 	return n;
 }
 
-static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int fd, struct sock *sk, __u64 ts_enter)
+static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int fd, struct sock *sk)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
@@ -54,8 +74,7 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 		return NULL;
 	struct event *e = &b->hdr;
 	__u64 id = bpf_get_current_pid_tgid();
-	e->ts_exit = bpf_ktime_get_ns();
-	e->ts_enter = ts_enter ? ts_enter : e->ts_exit;
+	e->ts = bpf_ktime_get_ns();
 	e->sock = (__u64)sk;
 	e->tgid = id >> 32;
 	e->tid = (__u32)id;
@@ -81,7 +100,10 @@ static __always_inline void submit(struct event_buf *b)
 	// store to and load from the map value.
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
-	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, 0))
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, flags))
 		count(COUNTER_LOST);
 	else
 		count(COUNTER_EVENTS);
@@ -123,115 +145,70 @@ static __always_inline void capture_iov(struct event_buf *b, __u64 iov_ptr, __u6
 	b->hdr.captured = off;
 }
 
-// ---- entry: remember arguments --------------------------------------------
-
-static __always_inline int remember(__u8 syscall, int fd, __u64 buf, __u64 cnt)
+// data_event starts the event of a syscall that moved ret > 0 bytes over a
+// TCP socket of a selected process, or returns NULL.
+static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long ret, int fd)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!selected(id >> 32))
-		return 0;
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
-		return 0; // files, pipes, UDP, unix sockets: rejected here, at the source
-	struct inflight in = {
-		.ts_enter = bpf_ktime_get_ns(),
-		.buf = buf,
-		.count = cnt,
-		.sock = (__u64)sk,
-		.fd = fd,
-		.syscall = syscall,
-	};
-	if (bpf_map_update_elem(&inflight, &id, &in, BPF_ANY))
-		count(COUNTER_STASH_FULL);
-	return 0;
+		return NULL; // files, pipes, UDP, unix sockets: rejected at the source
+	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
+	if (!b)
+		return NULL;
+	b->hdr.dir = dir;
+	b->hdr.size = ret;
+	return b;
 }
 
-// Takes the remembered arguments of this thread's syscall, if they belong to it.
-static __always_inline bool recall(__u8 syscall, struct inflight *out)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct inflight *in = bpf_map_lookup_elem(&inflight, &id);
-	if (!in)
-		return false;
-	*out = *in;
-	bpf_map_delete_elem(&inflight, &id);
-	return out->syscall == syscall;
-}
-
-#define ENTER(name, id, fd_arg, buf_arg, cnt_arg)                             \
-	SEC("tracepoint/syscalls/sys_enter_" #name)                           \
-	int enter_##name(struct trace_event_raw_sys_enter *ctx)               \
-	{                                                                     \
-		return remember(id, (int)ctx->args[fd_arg], ctx->args[buf_arg], \
-				ctx->args[cnt_arg]);                          \
-	}
-
-ENTER(read, SYS_READ, 0, 1, 2)
-ENTER(write, SYS_WRITE, 0, 1, 2)
-ENTER(readv, SYS_READV, 0, 1, 2)
-ENTER(writev, SYS_WRITEV, 0, 1, 2)
-ENTER(sendto, SYS_SENDTO, 0, 1, 2)
-ENTER(recvfrom, SYS_RECVFROM, 0, 1, 2)
-ENTER(sendmsg, SYS_SENDMSG, 0, 1, 1)
-ENTER(recvmsg, SYS_RECVMSG, 0, 1, 1)
-ENTER(sendmmsg, SYS_SENDMMSG, 0, 1, 2)
-ENTER(recvmmsg, SYS_RECVMMSG, 0, 1, 2)
-ENTER(sendfile64, SYS_SENDFILE, 0, 2, 3)
-ENTER(connect, SYS_CONNECT, 0, 1, 2)
-
-// ---- exit: copy what moved --------------------------------------------------
-
+// read, write, sendto, recvfrom: (fd, buf, len, ...)
 static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 {
-	struct inflight a;
-	if (!recall(syscall, &a) || ret <= 0)
+	if (ret <= 0 || !current_selected())
 		return 0;
-	struct event_buf *b = new_event(EVENT_DATA, syscall, a.fd, (struct sock *)a.sock, a.ts_enter);
+	struct pt_regs *regs = syscall_regs();
+	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
-	b->hdr.dir = dir;
-	b->hdr.size = ret;
-	capture_buf(b, a.buf, ret);
+	capture_buf(b, regs->si, ret);
 	submit(b);
 	return 0;
 }
 
+// readv, writev: (fd, iov, iovcnt)
 static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 {
-	struct inflight a;
-	if (!recall(syscall, &a) || ret <= 0)
+	if (ret <= 0 || !current_selected())
 		return 0;
-	struct event_buf *b = new_event(EVENT_DATA, syscall, a.fd, (struct sock *)a.sock, a.ts_enter);
+	struct pt_regs *regs = syscall_regs();
+	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
-	b->hdr.dir = dir;
-	b->hdr.size = ret;
-	capture_iov(b, a.buf, a.count, ret);
+	capture_iov(b, regs->si, regs->dx, ret);
 	submit(b);
 	return 0;
 }
 
+// sendmsg, recvmsg: (fd, msghdr, flags)
 static __always_inline int data_msg(__u8 syscall, __u8 dir, long ret)
 {
-	struct inflight a;
-	if (!recall(syscall, &a) || ret <= 0)
+	if (ret <= 0 || !current_selected())
 		return 0;
+	struct pt_regs *regs = syscall_regs();
 	struct user_msghdr msg;
-	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)a.buf))
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		__builtin_memset(&msg, 0, sizeof(msg)); // still report the byte count
-	struct event_buf *b = new_event(EVENT_DATA, syscall, a.fd, (struct sock *)a.sock, a.ts_enter);
+	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
-	b->hdr.dir = dir;
-	b->hdr.size = ret;
 	capture_iov(b, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
 	submit(b);
 	return 0;
 }
 
 struct mmsg_walk {
-	struct inflight args;
+	__u64 vec;
 	long messages;
+	int fd;
 	__u8 syscall;
 	__u8 dir;
 };
@@ -241,27 +218,26 @@ static long mmsg_one(__u32 i, struct mmsg_walk *w)
 	if (i >= w->messages)
 		return 1;
 	struct mmsghdr mm;
-	if (bpf_probe_read_user(&mm, sizeof(mm), (void *)(w->args.buf + i * sizeof(mm))))
+	if (bpf_probe_read_user(&mm, sizeof(mm), (void *)(w->vec + i * sizeof(mm))))
 		return 1;
-	struct event_buf *b = new_event(EVENT_DATA, w->syscall, w->args.fd, (struct sock *)w->args.sock, w->args.ts_enter);
+	struct event_buf *b = data_event(w->syscall, w->dir, mm.msg_len, w->fd);
 	if (!b)
 		return 1;
-	b->hdr.dir = w->dir;
-	b->hdr.size = mm.msg_len;
 	capture_iov(b, (__u64)mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen, mm.msg_len);
 	submit(b);
 	return 0;
 }
 
-// sendmmsg/recvmmsg return a message count; each message reports its own
-// length in mmsghdr.msg_len and becomes its own event. bpf_loop, not a
-// plain loop: unrolled around the iovec loop, the verifier took over a
-// second per program to load it.
+// sendmmsg, recvmmsg: (fd, mmsghdr vector, vlen, ...) return a message
+// count; each message reports its own length in msg_len and becomes its
+// own event. bpf_loop, not a plain loop: unrolled around the iovec loop,
+// the verifier took over a second per program to load it.
 static __always_inline int data_mmsg(__u8 syscall, __u8 dir, long ret)
 {
-	struct mmsg_walk w = {.syscall = syscall, .dir = dir, .messages = ret};
-	if (!recall(syscall, &w.args) || ret <= 0)
+	if (ret <= 0 || !current_selected())
 		return 0;
+	struct pt_regs *regs = syscall_regs();
+	struct mmsg_walk w = {.vec = regs->si, .messages = ret, .fd = regs->di, .syscall = syscall, .dir = dir};
 	if (ret > MMSG_MAX)
 		count(COUNTER_MMSG_CAPPED);
 	bpf_loop(MMSG_MAX, mmsg_one, &w, 0);
@@ -286,20 +262,17 @@ EXIT(recvmsg, SYS_RECVMSG, data_msg, DIR_INGRESS)
 EXIT(sendmmsg, SYS_SENDMMSG, data_mmsg, DIR_EGRESS)
 EXIT(recvmmsg, SYS_RECVMMSG, data_mmsg, DIR_INGRESS)
 
-// sendfile moves file pages into the socket inside the kernel: there is no
-// user buffer to copy, but the count keeps the parser's place in the body.
+// sendfile64(out_fd, in_fd, offset, count) moves file pages into the socket
+// inside the kernel: there is no user buffer to copy, but the count keeps
+// the parser's place in the body.
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
-	struct inflight a;
-	if (!recall(SYS_SENDFILE, &a) || ctx->ret <= 0)
+	if (ctx->ret <= 0 || !current_selected())
 		return 0;
-	struct event_buf *b = new_event(EVENT_DATA, SYS_SENDFILE, a.fd, (struct sock *)a.sock, a.ts_enter);
-	if (!b)
-		return 0;
-	b->hdr.dir = DIR_EGRESS;
-	b->hdr.size = ctx->ret;
-	submit(b);
+	struct event_buf *b = data_event(SYS_SENDFILE, DIR_EGRESS, ctx->ret, syscall_regs()->di);
+	if (b)
+		submit(b);
 	return 0;
 }
 
@@ -307,13 +280,12 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 
 static __always_inline int accepted(long ret)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (ret < 0 || !selected(id >> 32))
+	if (ret < 0 || !current_selected())
 		return 0;
 	struct sock *sk = tcp_sock_of_fd(ret);
 	if (!sk)
 		return 0;
-	struct event_buf *b = new_event(EVENT_ACCEPT, SYS_ACCEPT, ret, sk, 0);
+	struct event_buf *b = new_event(EVENT_ACCEPT, SYS_ACCEPT, ret, sk);
 	if (b)
 		submit(b);
 	return 0;
@@ -331,20 +303,19 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	return accepted(ctx->ret);
 }
 
+// connect(fd, addr, addrlen)
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	struct inflight a;
-	if (!recall(SYS_CONNECT, &a))
-		return 0;
 	// A non-blocking connect returns EINPROGRESS with the local port
 	// already bound, so its 4-tuple is complete here.
-	if (ctx->ret != 0 && ctx->ret != -EINPROGRESS)
+	if ((ctx->ret != 0 && ctx->ret != -EINPROGRESS) || !current_selected())
 		return 0;
-	struct sock *sk = tcp_sock_of_fd(a.fd);
+	int fd = syscall_regs()->di;
+	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return 0;
-	struct event_buf *b = new_event(EVENT_CONNECT, SYS_CONNECT, a.fd, sk, a.ts_enter);
+	struct event_buf *b = new_event(EVENT_CONNECT, SYS_CONNECT, fd, sk);
 	if (b)
 		submit(b);
 	return 0;
@@ -354,14 +325,13 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	if (!selected(id >> 32))
+	if (!current_selected())
 		return 0;
 	int fd = (int)ctx->args[0];
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return 0;
-	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, fd, sk, 0);
+	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, fd, sk);
 	if (b)
 		submit(b);
 	return 0;
@@ -381,7 +351,7 @@ int process_exec(void *ctx)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u8 provisional = 1;
 	bpf_map_update_elem(&targets, &tgid, &provisional, BPF_ANY);
-	struct event_buf *b = new_event(EVENT_EXEC, 0, -1, NULL, 0);
+	struct event_buf *b = new_event(EVENT_EXEC, 0, -1, NULL);
 	if (b)
 		submit(b);
 	return 0;
@@ -397,12 +367,11 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 	struct task_struct *child = (struct task_struct *)ctx->args[1];
 	__u32 child_tgid = BPF_CORE_READ(child, tgid);
 	__u32 child_pid = BPF_CORE_READ(child, pid);
-	__u32 parent_tgid = bpf_get_current_pid_tgid() >> 32;
-	if (child_pid != child_tgid || cfg_trace_all || !selected(parent_tgid))
+	if (child_pid != child_tgid || cfg_trace_all || !current_selected())
 		return 0;
 	__u8 inherited = 1;
 	bpf_map_update_elem(&targets, &child_tgid, &inherited, BPF_ANY);
-	struct event_buf *b = new_event(EVENT_FORK, 0, -1, NULL, 0);
+	struct event_buf *b = new_event(EVENT_FORK, 0, -1, NULL);
 	if (!b)
 		return 0;
 	b->hdr.tgid = child_tgid;
@@ -418,7 +387,7 @@ int process_exit(void *ctx)
 	if ((__u32)id != tgid || !selected(tgid))
 		return 0; // only the thread-group leader ends the process
 	bpf_map_delete_elem(&targets, &tgid);
-	struct event_buf *b = new_event(EVENT_EXIT, 0, -1, NULL, 0);
+	struct event_buf *b = new_event(EVENT_EXIT, 0, -1, NULL);
 	if (b)
 		submit(b);
 	return 0;

@@ -134,7 +134,7 @@ type sondeResult struct {
 
 // startSonde runs `sonde trace --output json --log-format json ARGS` and
 // waits until every probe is attached. env is added to sonde's environment.
-func startSonde(t *testing.T, env []string, args ...string) *sondeRun {
+func startSonde(t testing.TB, env []string, args ...string) *sondeRun {
 	t.Helper()
 	requireTracing(t)
 	s := &sondeRun{done: make(chan error, 1)}
@@ -183,7 +183,7 @@ func hasFlag(args []string, name string) bool {
 
 // stop sends SIGINT, waits for sonde to flush and exit, and parses what it
 // wrote. A non-zero exit fails the test.
-func (s *sondeRun) stop(t *testing.T) sondeResult {
+func (s *sondeRun) stop(t testing.TB) sondeResult {
 	t.Helper()
 	// Let the kernel's last events of the traffic reach the ring buffer.
 	time.Sleep(300 * time.Millisecond)
@@ -261,7 +261,7 @@ type proc struct {
 	done   chan error
 }
 
-func startProc(t *testing.T, env []string, name string, args ...string) *proc {
+func startProc(t testing.TB, env []string, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{done: make(chan error, 1)}
 	p.cmd = exec.Command(name, args...)
@@ -300,7 +300,7 @@ type goServer struct {
 	addr string
 }
 
-func startGoServer(t *testing.T, env ...string) *goServer {
+func startGoServer(t testing.TB, env ...string) *goServer {
 	t.Helper()
 	p := startProc(t, env, bins.goserver)
 	deadline := time.Now().Add(10 * time.Second)
@@ -324,7 +324,7 @@ func (g *goServer) port() string {
 }
 
 // served stops the server and returns how many requests it handled.
-func (g *goServer) served(t *testing.T) int {
+func (g *goServer) served(t testing.TB) int {
 	t.Helper()
 	g.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -345,7 +345,7 @@ func (g *goServer) served(t *testing.T) int {
 	return 0
 }
 
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -356,7 +356,7 @@ func freePort(t *testing.T) string {
 	return port
 }
 
-func waitPort(t *testing.T, addr string) {
+func waitPort(t testing.TB, addr string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -370,7 +370,7 @@ func waitPort(t *testing.T, addr string) {
 	t.Fatalf("nothing listens on %s", addr)
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {

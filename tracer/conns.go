@@ -38,6 +38,7 @@ type conn struct {
 	role          role
 	local, remote netip.AddrPort
 	http          *http1.Conn
+	proc          *process
 	elem          *list.Element
 
 	// inError is set by a parse error and cleared by the next exchange, so a

@@ -27,7 +27,6 @@ const (
 const (
 	counterEvents = iota
 	counterLost
-	counterStashFull
 	counterIOVCapped
 	counterMmsgCapped
 	counterMax

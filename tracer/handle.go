@@ -50,10 +50,14 @@ func (t *Tracer) onOpen(e *socketEvent, r role) {
 		// The close of the previous connection on this fd was not seen.
 		t.closeConn(old)
 	}
-	t.track(&conn{key: key, sock: e.Sock, role: r, local: e.local(), remote: e.remote()})
+	t.track(&conn{key: key, sock: e.Sock, role: r, local: e.local(), remote: e.remote()}, e.command())
 }
 
-func (t *Tracer) track(c *conn) {
+// track starts following a connection. The process is identified now,
+// while it surely runs: a short-lived client may be gone by the time its
+// first exchange completes.
+func (t *Tracer) track(c *conn, comm string) {
+	c.proc = t.process(c.key.tgid, comm)
 	if ev := t.conns.add(c); ev != nil {
 		t.abandon(ev)
 	}
@@ -74,19 +78,16 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 		// the kernel's listening sockets, else from what the bytes say.
 		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
 		c.role = t.roleOf(e, data)
-		t.track(c)
+		t.track(c, e.command())
 	}
 	dir := http1.Request
 	if (c.role == roleServer) != (e.Dir == dirIngress) {
 		dir = http1.Response
 	}
-	// Received bytes were there when the read returned; sent bytes left
-	// when the write began.
-	start := e.TsEnter
-	if e.Dir == dirIngress {
-		start = e.TsExit
-	}
-	xs, err := c.http.Feed(dir, http1.Chunk{Data: data, Size: int(e.Size), Start: start, End: e.TsExit}, t.xbuf[:0])
+	// One stamp per chunk, taken when the syscall returned: received bytes
+	// were there then, and sent bytes had left (a write of a few KiB to a
+	// socket returns within microseconds of its start).
+	xs, err := c.http.Feed(dir, http1.Chunk{Data: data, Size: int(e.Size), Start: e.Ts, End: e.Ts}, t.xbuf[:0])
 	if err != nil {
 		t.parseError(c, err)
 	}
@@ -100,9 +101,8 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 	}
 	c.inError = false
 	c.exchanges += uint64(len(xs))
-	p := t.process(c.key.tgid, "")
 	for i := range xs {
-		t.opts.Sink.Export(t.httpSpan(c, p, &xs[i]))
+		t.opts.Sink.Export(t.httpSpan(c, c.proc, &xs[i]))
 		t.stats.spans.Add(1)
 	}
 	t.xbuf = xs[:0]
@@ -192,6 +192,7 @@ func (t *Tracer) onExec(e *socketEvent) {
 			t.log.Info("tracing process", "pid", e.Tgid, "exe", exe)
 		}
 		t.selected[e.Tgid] = true
+		t.process(e.Tgid, e.command())
 		return
 	}
 	if t.selected[e.Tgid] {

@@ -15,8 +15,7 @@ import (
 
 type socketEvent struct {
 	_        structs.HostLayout
-	TsEnter  uint64
-	TsExit   uint64
+	Ts       uint64
 	Sock     uint64
 	Tgid     uint32
 	Tid      uint32
@@ -41,60 +40,37 @@ type socketEventBuf struct {
 	Data [32768]uint8
 }
 
-type socketInflight struct {
-	_       structs.HostLayout
-	TsEnter uint64
-	Buf     uint64
-	Count   uint64
-	Sock    uint64
-	Fd      int32
-	Syscall uint8
-	Pad     [3]uint8
-}
-
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	socketMapCounters         = "counters"
-	socketMapEvents           = "events"
-	socketMapInflight         = "inflight"
-	socketMapScratch          = "scratch"
-	socketMapTargets          = "targets"
-	socketProgEnterClose      = "enter_close"
-	socketProgEnterConnect    = "enter_connect"
-	socketProgEnterRead       = "enter_read"
-	socketProgEnterReadv      = "enter_readv"
-	socketProgEnterRecvfrom   = "enter_recvfrom"
-	socketProgEnterRecvmmsg   = "enter_recvmmsg"
-	socketProgEnterRecvmsg    = "enter_recvmsg"
-	socketProgEnterSendfile64 = "enter_sendfile64"
-	socketProgEnterSendmmsg   = "enter_sendmmsg"
-	socketProgEnterSendmsg    = "enter_sendmsg"
-	socketProgEnterSendto     = "enter_sendto"
-	socketProgEnterWrite      = "enter_write"
-	socketProgEnterWritev     = "enter_writev"
-	socketProgExitAccept      = "exit_accept"
-	socketProgExitAccept4     = "exit_accept4"
-	socketProgExitConnect     = "exit_connect"
-	socketProgExitRead        = "exit_read"
-	socketProgExitReadv       = "exit_readv"
-	socketProgExitRecvfrom    = "exit_recvfrom"
-	socketProgExitRecvmmsg    = "exit_recvmmsg"
-	socketProgExitRecvmsg     = "exit_recvmsg"
-	socketProgExitSendfile64  = "exit_sendfile64"
-	socketProgExitSendmmsg    = "exit_sendmmsg"
-	socketProgExitSendmsg     = "exit_sendmsg"
-	socketProgExitSendto      = "exit_sendto"
-	socketProgExitWrite       = "exit_write"
-	socketProgExitWritev      = "exit_writev"
-	socketProgProcessExec     = "process_exec"
-	socketProgProcessExit     = "process_exit"
-	socketProgProcessFork     = "process_fork"
-	socketVarCfgCaptureBytes  = "cfg_capture_bytes"
-	socketVarCfgSelfTgid      = "cfg_self_tgid"
-	socketVarCfgTraceAll      = "cfg_trace_all"
-	socketVarCfgWatchExec     = "cfg_watch_exec"
+	socketMapCounters        = "counters"
+	socketMapEvents          = "events"
+	socketMapScratch         = "scratch"
+	socketMapTargets         = "targets"
+	socketProgEnterClose     = "enter_close"
+	socketProgExitAccept     = "exit_accept"
+	socketProgExitAccept4    = "exit_accept4"
+	socketProgExitConnect    = "exit_connect"
+	socketProgExitRead       = "exit_read"
+	socketProgExitReadv      = "exit_readv"
+	socketProgExitRecvfrom   = "exit_recvfrom"
+	socketProgExitRecvmmsg   = "exit_recvmmsg"
+	socketProgExitRecvmsg    = "exit_recvmsg"
+	socketProgExitSendfile64 = "exit_sendfile64"
+	socketProgExitSendmmsg   = "exit_sendmmsg"
+	socketProgExitSendmsg    = "exit_sendmsg"
+	socketProgExitSendto     = "exit_sendto"
+	socketProgExitWrite      = "exit_write"
+	socketProgExitWritev     = "exit_writev"
+	socketProgProcessExec    = "process_exec"
+	socketProgProcessExit    = "process_exit"
+	socketProgProcessFork    = "process_fork"
+	socketVarCfgCaptureBytes = "cfg_capture_bytes"
+	socketVarCfgSelfTgid     = "cfg_self_tgid"
+	socketVarCfgTraceAll     = "cfg_trace_all"
+	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
+	socketVarCfgWatchExec    = "cfg_watch_exec"
 )
 
 // loadSocket returns the embedded CollectionSpec for socket.
@@ -139,36 +115,24 @@ type socketSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketProgramSpecs struct {
-	EnterClose      *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect    *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterRead       *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv      *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom   *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg   *ebpf.ProgramSpec `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg    *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendfile64 *ebpf.ProgramSpec `ebpf:"enter_sendfile64"`
-	EnterSendmmsg   *ebpf.ProgramSpec `ebpf:"enter_sendmmsg"`
-	EnterSendmsg    *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto     *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite      *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev     *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept      *ebpf.ProgramSpec `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect     *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitRead        *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv       *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom    *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg    *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg     *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendfile64  *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
-	ExitSendmmsg    *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
-	ExitSendmsg     *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto      *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite       *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev      *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	ProcessExec     *ebpf.ProgramSpec `ebpf:"process_exec"`
-	ProcessExit     *ebpf.ProgramSpec `ebpf:"process_exit"`
-	ProcessFork     *ebpf.ProgramSpec `ebpf:"process_fork"`
+	EnterClose     *ebpf.ProgramSpec `ebpf:"enter_close"`
+	ExitAccept     *ebpf.ProgramSpec `ebpf:"exit_accept"`
+	ExitAccept4    *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect    *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitRead       *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv      *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom   *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg   *ebpf.ProgramSpec `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg    *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendfile64 *ebpf.ProgramSpec `ebpf:"exit_sendfile64"`
+	ExitSendmmsg   *ebpf.ProgramSpec `ebpf:"exit_sendmmsg"`
+	ExitSendmsg    *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto     *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite      *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev     *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	ProcessExec    *ebpf.ProgramSpec `ebpf:"process_exec"`
+	ProcessExit    *ebpf.ProgramSpec `ebpf:"process_exit"`
+	ProcessFork    *ebpf.ProgramSpec `ebpf:"process_fork"`
 }
 
 // socketMapSpecs contains maps before they are loaded into the kernel.
@@ -177,7 +141,6 @@ type socketProgramSpecs struct {
 type socketMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 	Targets  *ebpf.MapSpec `ebpf:"targets"`
 }
@@ -189,6 +152,7 @@ type socketVariableSpecs struct {
 	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
 	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
+	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.VariableSpec `ebpf:"cfg_watch_exec"`
 }
 
@@ -214,7 +178,6 @@ func (o *socketObjects) Close() error {
 type socketMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
-	Inflight *ebpf.Map `ebpf:"inflight"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
 	Targets  *ebpf.Map `ebpf:"targets"`
 }
@@ -223,7 +186,6 @@ func (m *socketMaps) Close() error {
 	return _SocketClose(
 		m.Counters,
 		m.Events,
-		m.Inflight,
 		m.Scratch,
 		m.Targets,
 	)
@@ -236,6 +198,7 @@ type socketVariables struct {
 	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
 	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
+	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.Variable `ebpf:"cfg_watch_exec"`
 }
 
@@ -243,53 +206,29 @@ type socketVariables struct {
 //
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketPrograms struct {
-	EnterClose      *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect    *ebpf.Program `ebpf:"enter_connect"`
-	EnterRead       *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv      *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom   *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmmsg   *ebpf.Program `ebpf:"enter_recvmmsg"`
-	EnterRecvmsg    *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendfile64 *ebpf.Program `ebpf:"enter_sendfile64"`
-	EnterSendmmsg   *ebpf.Program `ebpf:"enter_sendmmsg"`
-	EnterSendmsg    *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto     *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite      *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev     *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept      *ebpf.Program `ebpf:"exit_accept"`
-	ExitAccept4     *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect     *ebpf.Program `ebpf:"exit_connect"`
-	ExitRead        *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv       *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom    *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmmsg    *ebpf.Program `ebpf:"exit_recvmmsg"`
-	ExitRecvmsg     *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendfile64  *ebpf.Program `ebpf:"exit_sendfile64"`
-	ExitSendmmsg    *ebpf.Program `ebpf:"exit_sendmmsg"`
-	ExitSendmsg     *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto      *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite       *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev      *ebpf.Program `ebpf:"exit_writev"`
-	ProcessExec     *ebpf.Program `ebpf:"process_exec"`
-	ProcessExit     *ebpf.Program `ebpf:"process_exit"`
-	ProcessFork     *ebpf.Program `ebpf:"process_fork"`
+	EnterClose     *ebpf.Program `ebpf:"enter_close"`
+	ExitAccept     *ebpf.Program `ebpf:"exit_accept"`
+	ExitAccept4    *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect    *ebpf.Program `ebpf:"exit_connect"`
+	ExitRead       *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv      *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom   *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmmsg   *ebpf.Program `ebpf:"exit_recvmmsg"`
+	ExitRecvmsg    *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendfile64 *ebpf.Program `ebpf:"exit_sendfile64"`
+	ExitSendmmsg   *ebpf.Program `ebpf:"exit_sendmmsg"`
+	ExitSendmsg    *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto     *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite      *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev     *ebpf.Program `ebpf:"exit_writev"`
+	ProcessExec    *ebpf.Program `ebpf:"process_exec"`
+	ProcessExit    *ebpf.Program `ebpf:"process_exit"`
+	ProcessFork    *ebpf.Program `ebpf:"process_fork"`
 }
 
 func (p *socketPrograms) Close() error {
 	return _SocketClose(
 		p.EnterClose,
-		p.EnterConnect,
-		p.EnterRead,
-		p.EnterReadv,
-		p.EnterRecvfrom,
-		p.EnterRecvmmsg,
-		p.EnterRecvmsg,
-		p.EnterSendfile64,
-		p.EnterSendmmsg,
-		p.EnterSendmsg,
-		p.EnterSendto,
-		p.EnterWrite,
-		p.EnterWritev,
 		p.ExitAccept,
 		p.ExitAccept4,
 		p.ExitConnect,

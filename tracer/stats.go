@@ -10,7 +10,6 @@ type Stats struct {
 	// Kernel side.
 	Events     uint64 // events written to the ring buffer
 	Lost       uint64 // events dropped because the ring buffer was full
-	StashFull  uint64 // syscalls not followed: in-flight map full
 	IOVCapped  uint64 // captures cut short at the iovec limit
 	MmsgCapped uint64 // sendmmsg/recvmmsg messages beyond the per-call limit
 	// User side.
@@ -42,7 +41,7 @@ func (t *Tracer) Stats() Stats {
 	s.ParseErrors = maps.Clone(t.stats.parseErrors)
 	t.stats.mu.Unlock()
 	if k, err := t.kernelCounters(); err == nil {
-		s.Events, s.Lost, s.StashFull = k[counterEvents], k[counterLost], k[counterStashFull]
+		s.Events, s.Lost = k[counterEvents], k[counterLost]
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
 	}
 	return s
@@ -87,9 +86,5 @@ func (t *Tracer) reportKernelCounters() {
 		t.log.Warn("ring buffer full: events lost; raise --ring-buffer or lower --capture-bytes",
 			"lost", lost-t.lastLost, "lost_total", lost)
 		t.lastLost = lost
-	}
-	if full := k[counterStashFull]; full > t.lastStashFull {
-		t.log.Warn("in-flight syscall map full: syscalls not followed", "missed", full-t.lastStashFull)
-		t.lastStashFull = full
 	}
 }

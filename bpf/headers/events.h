@@ -52,8 +52,7 @@ enum syscall_id {
 };
 
 struct event {
-	__u64 ts_enter; // CLOCK_MONOTONIC ns at syscall entry
-	__u64 ts_exit;  // CLOCK_MONOTONIC ns at syscall exit
+	__u64 ts;       // CLOCK_MONOTONIC ns when the syscall returned
 	__u64 sock;     // kernel address of struct sock: the connection's identity while it lives
 	__u32 tgid;
 	__u32 tid;
@@ -76,7 +75,6 @@ struct event {
 enum counter {
 	COUNTER_EVENTS = 0,     // events written to the ring buffer
 	COUNTER_LOST,           // events the ring buffer had no room for
-	COUNTER_STASH_FULL,     // syscall entries not remembered: in-flight map full
 	COUNTER_IOV_CAPPED,     // capture stopped at IOV_MAX_READ iovecs
 	COUNTER_MMSG_CAPPED,    // more than MMSG_MAX messages in one call
 	COUNTER_MAX,

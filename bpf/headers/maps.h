@@ -12,25 +12,6 @@ struct {
 	__type(value, __u8);
 } targets SEC(".maps");
 
-// Arguments of a syscall between its entry and exit, per thread. LRU so a
-// thread killed inside a syscall cannot leak an entry forever.
-struct inflight {
-	__u64 ts_enter;
-	__u64 buf;   // buffer, iovec array, msghdr or mmsghdr array, by syscall
-	__u64 count; // buffer length or iovec/message count
-	__u64 sock;
-	__s32 fd;
-	__u8 syscall;
-	__u8 pad[3];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); // pid_tgid
-	__type(value, struct inflight);
-} inflight SEC(".maps");
-
 // The ring buffer to userspace; its size is set by the loader.
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ type traceConfig struct {
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
+	cpuProfile   string
 }
 
 func (c *traceConfig) register(fs *flag.FlagSet) {
@@ -43,6 +45,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
 }
 
 func (c *traceConfig) validate() error {
@@ -117,6 +120,17 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	if err := features.CheckPrivileges(); err != nil {
 		return err
 	}
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	exp, err := export.New(ctx, &export.Options{Format: export.Format(cfg.output), Writer: out})
 	if err != nil {
 		return fmt.Errorf("set up export: %w", err)
@@ -173,7 +187,6 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"conns_evicted", s.ConnsEvicted,
 		"pending_at_exit", s.PendingAtExit,
 		"bad_records", s.BadRecords,
-		"in_flight_map_full", s.StashFull,
 	)
 }
 

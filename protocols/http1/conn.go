@@ -49,6 +49,7 @@ type Limits struct {
 	MaxValueBytes int
 }
 
+// Defaults applied to zero Limits fields.
 const (
 	DefaultMaxHeadBytes  = 16 << 10
 	DefaultMaxPending    = 64
@@ -79,7 +80,8 @@ func (l *Limits) resolve() Limits {
 type RequestMeta struct {
 	Method string
 	// Target is the request-target as sent, except that userinfo in an
-	// absolute-form target ("http://user:pass@host/") is removed.
+	// absolute-form target ("http://user:pass@host/") is removed. The
+	// query string is kept: exporters should redact it as they see fit.
 	Target string
 	// Proto is "1.0" or "1.1"; empty only when HeadTruncated cut the
 	// start line.
@@ -210,8 +212,9 @@ func (c *Conn) Feed(dir Direction, ch Chunk, out []Exchange) ([]Exchange, error)
 }
 
 // Close ends the connection: a body delimited by the close is complete, and
-// every request still waiting is appended to out as Incomplete, in order.
-// c is then reset and may be reused for another connection.
+// every exchange still open is appended to out in order, as Incomplete
+// unless its response completed. Partial heads are dropped. c is then reset
+// and may be reused for another connection.
 func (c *Conn) Close(out []Exchange) []Exchange {
 	if !c.ready {
 		c.setup(nil)

@@ -186,7 +186,7 @@ var streamCases = []streamCase{
 			{dir: Response, data: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
 		},
 		close: true,
-		want: []Exchange{{Request: req("GET", "/ws", "h"), Response: resp(101)}},
+		want:  []Exchange{{Request: req("GET", "/ws", "h"), Response: resp(101)}},
 	},
 	{
 		name: "connect tunnel",
@@ -197,7 +197,7 @@ var streamCases = []streamCase{
 			{dir: Response, data: "\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03"},
 		},
 		close: true,
-		want: []Exchange{{Request: req("CONNECT", "example.com:443", "example.com:443"), Response: resp(200)}},
+		want:  []Exchange{{Request: req("CONNECT", "example.com:443", "example.com:443"), Response: resp(200)}},
 	},
 	{
 		name: "bare LF and odd spacing",
@@ -223,6 +223,31 @@ var streamCases = []streamCase{
 			{Request: req("PURGE", "http://cache.local/x", ""), Response: respCL(200, 0)},
 			{Request: req("OPTIONS", "*", ""), Response: respCL(200, 0)},
 		},
+	},
+	{
+		name: "pipelined head, 304 and interim",
+		segs: []seg{
+			{dir: Request, data: "HEAD /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n"},
+			{dir: Response, data: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+				"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n" +
+				"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"},
+		},
+		want: []Exchange{
+			{Request: req("HEAD", "/a", ""), Response: func() ResponseMeta { r := resp(200); r.Chunked = true; return r }()},
+			{Request: req("GET", "/b", ""), Response: func() ResponseMeta { r := resp(304); r.ContentLength = 9; return r }()},
+			{Request: req("GET", "/c", ""), Response: respCL(200, 3)},
+		},
+	},
+	{
+		name: "obs-fold and LF-only chunk framing",
+		segs: []seg{
+			{dir: Request, data: "GET /f HTTP/1.1\r\nX-Long: a\r\n  continued\r\n\tagain\r\nHost: h\r\n\r\n"},
+			{dir: Response, data: "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n3\nabc\n2;e\nde\n0\n\n"},
+		},
+		want: []Exchange{{
+			Request:  req("GET", "/f", "h"),
+			Response: func() ResponseMeta { r := resp(200); r.Chunked, r.BodySize = true, 5; return r }(),
+		}},
 	},
 	{
 		name: "early response before request body ends",
@@ -343,6 +368,7 @@ func TestValidation(t *testing.T) {
 		{"CR without LF in size", Request, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\rx", BadChunk},
 		{"control in extension", Request, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;a\x00\r\n", BadChunk},
 		{"chunk line too long", Request, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1;" + strings.Repeat("x", maxChunkLine), BadChunk},
+		{"control in folded line", Request, "GET / HTTP/1.1\r\nX: a\r\n b\x01\r\n\r\n", BadHeader},
 		{"bad trailer", Request, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nbad trailer\r\n\r\n", BadHeader},
 		{"status two digits", Response, "HTTP/1.1 20 OK\r\n\r\n", BadStartLine},
 		{"status 600", Response, "HTTP/1.1 600 Nope\r\n\r\n", BadStartLine},
@@ -418,10 +444,9 @@ func TestStaleRequestsAfterLostResponse(t *testing.T) {
 	f.chunk(Request, []byte("GET /b HTTP/1.1\r\n\r\n"), 0)
 	f.chunk(Response, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 0)
 	want := []Exchange{
-		{Request: req("GET", "/a", ""), Response: ResponseMeta{}, Incomplete: true},
+		{Request: req("GET", "/a", ""), Incomplete: true},
 		{Request: req("GET", "/b", ""), Response: respCL(200, 0)},
 	}
-	want[0].Response = ResponseMeta{}
 	if d := diff(unstamped(f.ex), want); d != "" {
 		t.Fatal(d)
 	}
@@ -491,6 +516,18 @@ func TestUpgradeIgnoresLaterBytes(t *testing.T) {
 	}
 	want := []Exchange{{Request: req("GET", "/chat", ""), Response: resp(101)}}
 	if d := diff(unstamped(f.ex), want); d != "" {
+		t.Fatal(d)
+	}
+
+	// A switch while the request body is still moving ends the request there.
+	f = newFeeder(t, nil)
+	f.chunk(Request, []byte("POST /up HTTP/1.1\r\nUpgrade: x\r\nContent-Length: 10\r\n\r\nabc"), 0)
+	f.chunk(Response, []byte("HTTP/1.1 101 Switching Protocols\r\n\r\n"), 0)
+	f.chunk(Request, []byte("defghij"), 0)
+	f.close()
+	up := req("POST", "/up", "")
+	up.ContentLength, up.BodySize = 10, 3
+	if d := diff(unstamped(f.ex), []Exchange{{Request: up, Response: resp(101)}}); d != "" {
 		t.Fatal(d)
 	}
 

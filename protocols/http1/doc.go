@@ -35,7 +35,7 @@
 // After a gap in framing or any ParseError, a direction discards the rest
 // of the chunk and every following chunk until one whose data begins with a
 // plausible start line (LooksLikeRequest, LooksLikeResponse). Syscalls of
-// HTTP clients and servers almost always start at message boundaries, which
+// HTTP clients and servers usually start at message boundaries, which
 // is what makes this cheap resync effective. When the response direction
 // loses a message, the requests waiting at that moment are marked stale: the
 // next response pairs with a newer request if there is one, and the stale

@@ -396,6 +396,7 @@ func (c *Conn) responseHeadDone(s *stream) {
 	}
 	s.resp.Start = s.start
 	s.resp.ContentLength = h.cl
+	s.resp.Chunked = h.te && h.chunkedLast
 	s.resp.Close = h.close || (s.resp.Proto == "1.0" && !h.keepAlive) || s.reqClose
 	if code == 101 || (method == "CONNECT" && code/100 == 2) {
 		c.upgrade(s, p)
@@ -405,7 +406,6 @@ func (c *Conn) responseHeadDone(s *stream) {
 	case method == "HEAD" || code == 204 || code == 304:
 		c.done(s)
 	case h.te && h.chunkedLast:
-		s.resp.Chunked = true
 		s.st = stChunkSize
 	case h.te:
 		// RFC 9112 §6.3: a response whose final coding is not

@@ -119,19 +119,14 @@ func TestHeadTooLarge(t *testing.T) {
 
 	// Megabytes of plausible header bytes never grow the buffer past the limit.
 	c := NewConn(nil)
-	line := []byte("GET / HTTP/1.1\r\nX-Filler: " + strings.Repeat("f", 1000))
-	var err error
-	for i := range 1000 {
-		_, err = c.Feed(Request, Chunk{Data: line[:min(len(line), 26+i)]}, nil)
-		line = line[min(len(line), 26+i):]
-		if len(line) == 0 {
-			line = []byte(strings.Repeat("f", 1000))
-		}
+	c.Feed(Request, Chunk{Data: []byte("GET / HTTP/1.1\r\nX-Filler: ")}, nil)
+	filler := []byte(strings.Repeat("f", 1000))
+	for range 2000 {
+		c.Feed(Request, Chunk{Data: filler}, nil)
 		if cp := cap(c.s[Request].line); cp > 2*DefaultMaxHeadBytes {
 			t.Fatalf("line buffer grew to %d", cp)
 		}
 	}
-	_ = err
 	if c.s[Request].st != stResync {
 		t.Fatalf("state %v, want resync after an endless head", c.s[Request].st)
 	}
@@ -191,6 +186,45 @@ func TestValueLimits(t *testing.T) {
 	}
 	if r.Target != "/0123456" || r.Host != "héllo.e" || r.UserAgent != "a\uFFFDb\uFFFD" || r.TraceParent != "short" {
 		t.Errorf("got target %q host %q ua %q tp %q", r.Target, r.Host, r.UserAgent, r.TraceParent)
+	}
+}
+
+func TestAppendValue(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int
+		want string
+	}{
+		{"plain", 10, "plain"},
+		{"plain", 3, "pla"},
+		{"abcdefgé", 8, "abcdefg"}, // never half a character
+		{"é€😀", 8, "é€"},
+		{"é€😀", 9, "é€😀"},
+		{"a\xffb", 10, "a\uFFFDb"},
+		{"a\xffb", 3, "a"}, // the replacement takes 3 bytes
+		{"\xe2\x82", 10, "\uFFFD\uFFFD"},
+		{"x", 0, ""},
+	}
+	for _, tt := range tests {
+		got := string(appendValue(nil, []byte(tt.in), tt.max))
+		if got != tt.want || len(got) > tt.max || !utf8.ValidString(got) {
+			t.Errorf("appendValue(%q, %d) = %q, want %q", tt.in, tt.max, got, tt.want)
+		}
+	}
+}
+
+func TestRetainedStringsAreCopies(t *testing.T) {
+	c := NewConn(nil)
+	buf := []byte("PURGE /path HTTP/1.1\r\nHost: host\r\nUser-Agent: ua\r\nTraceparent: " + tp + "\r\nTracestate: a=b\r\n\r\n")
+	out, _ := c.Feed(Request, Chunk{Data: buf}, nil)
+	for i := range buf {
+		buf[i] = 'X' // the caller reuses its buffer
+	}
+	out, _ = c.Feed(Response, Chunk{Data: []byte("HTTP/1.1 204 No Content\r\n\r\n")}, out)
+	want := req("PURGE", "/path", "host")
+	want.UserAgent, want.TraceParent, want.TraceState = "ua", tp, "a=b"
+	if len(out) != 1 || unstamped(out)[0].Request != want {
+		t.Fatalf("got %+v, want %+v", out, want)
 	}
 }
 

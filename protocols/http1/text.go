@@ -223,7 +223,7 @@ func statusPrefixOK(b []byte) bool {
 	const pattern = "HTTP/1.x NNN"
 	for i, c := range b {
 		if i >= len(pattern) {
-			return c == ' ' || c == '\r' || i > len(pattern)
+			return c == ' ' || c == '\r'
 		}
 		var ok bool
 		switch p := pattern[i]; {

@@ -183,7 +183,7 @@ func New(ctx context.Context, opts *Options) (*Exporter, error) {
 	bspOpts := []sdktrace.BatchSpanProcessorOption{
 		// Blocking pushes back-pressure onto our own queue, where drops
 		// are counted; the SDK's queue would drop silently.
-		
+		sdktrace.WithBlocking(),
 	}
 	if format != FormatOTLP && os.Getenv(envScheduleDelay) == "" {
 		bspOpts = append(bspOpts, sdktrace.WithBatchTimeout(streamBatchDelay))

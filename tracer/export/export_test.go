@@ -124,7 +124,12 @@ func newExporter(t testing.TB, opts *Options) *Exporter {
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		// Bounded, so that a failing test cannot hang on a stuck pipeline.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Shutdown(ctx)
+	})
 	return e
 }
 
@@ -452,6 +457,8 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 	t.Setenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1")
 	g := newGate()
 	e := newExporter(t, &Options{Format: FormatJSON, Writer: g, MaxQueue: 4})
+	opened := sync.OnceFunc(func() { close(g.open) })
+	t.Cleanup(opened) // runs before the exporter's cleanup
 
 	span := func(i int) *Span {
 		return &Span{TraceID: tid(byte(i)), SpanID: sid(byte(i)), Name: "s", Start: base, End: base}
@@ -477,7 +484,7 @@ func TestQueueFullDropsAreCounted(t *testing.T) {
 		t.Fatalf("stats %+v, want at least %d dropped", st, n-7)
 	}
 
-	close(g.open)
+	opened()
 	shutdown(t, e)
 	st := e.Stats()
 	if st.Received != n+1 || st.Exported+st.Dropped != n+1 || st.Exported < 2 {

@@ -174,8 +174,9 @@ func TestJSONRootHasEmptyParent(t *testing.T) {
 	e.Export(&Span{TraceID: tid(1), SpanID: sid(1), Name: "root", Kind: trace.SpanKindProducer, Start: base, End: base, Status: codes.Ok})
 	shutdown(t, e)
 	got := parseJSONLines(t, out.String())
-	if len(got) != 1 || got[0].ParentSpanID != "" || got[0].Kind != "producer" || got[0].Status.Code != "Ok" {
-		t.Fatalf("lines %+v, want one producer root with empty parent and Ok status", got)
+	if len(got) != 1 || got[0].TraceID != tid(1).String() || got[0].SpanID != sid(1).String() ||
+		got[0].ParentSpanID != "" || got[0].Kind != "producer" || got[0].Status.Code != "Ok" {
+		t.Fatalf("lines %+v, want one producer root %s/%s with empty parent and Ok status", got, tid(1), sid(1))
 	}
 }
 

@@ -25,7 +25,19 @@ type worker struct {
 	base    context.Context // carries &ids
 	tracers *tracerCache
 	abort   context.Context
+
+	// Reused across spans: the SDK reads options only during the call.
+	startOpts []trace.SpanStartOption
+	endOpts   []trace.SpanEndOption
 }
+
+// kindOpts avoids boxing a SpanKind option per span.
+var kindOpts = func() (opts [trace.SpanKindConsumer + 1]trace.SpanStartOption) {
+	for k := range opts {
+		opts[k] = trace.WithSpanKind(trace.SpanKind(k))
+	}
+	return opts
+}()
 
 func newWorker(c *counters, processor sdktrace.SpanProcessor, maxResources int, abort context.Context) *worker {
 	w := &worker{c: c, abort: abort}
@@ -69,11 +81,15 @@ func (w *worker) emit(s *Span) {
 	if s.Parent.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, s.Parent)
 	}
-	_, span := tr.Start(ctx, s.Name,
-		trace.WithSpanKind(s.Kind),
-		trace.WithTimestamp(s.Start),
-		trace.WithAttributes(s.Attributes...),
-	)
+	kind := trace.WithSpanKind(s.Kind)
+	if s.Kind >= 0 && int(s.Kind) < len(kindOpts) {
+		kind = kindOpts[s.Kind]
+	}
+	w.startOpts = append(w.startOpts[:0], kind, trace.WithTimestamp(s.Start))
+	if len(s.Attributes) > 0 {
+		w.startOpts = append(w.startOpts, trace.WithAttributes(s.Attributes...))
+	}
+	_, span := tr.Start(ctx, s.Name, w.startOpts...)
 	if !span.SpanContext().IsSampled() {
 		// A recording but unsampled span would be ignored by the batch
 		// processor, so sampled is what decides export.
@@ -83,7 +99,8 @@ func (w *worker) emit(s *Span) {
 	if s.Status != codes.Unset {
 		span.SetStatus(s.Status, s.StatusDescription)
 	}
-	span.End(trace.WithTimestamp(s.End))
+	w.endOpts = append(w.endOpts[:0], trace.WithTimestamp(s.End))
+	span.End(w.endOpts...)
 }
 
 func valid(s *Span) bool {

@@ -1,0 +1,97 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/sondehq/sonde/internal/testutil"
+)
+
+// An unprivileged run fails at once with a message naming what is missing.
+func TestUnprivilegedRunSaysWhatIsMissing(t *testing.T) {
+	testutil.RequireRoot(t) // to drop privileges, one needs them
+	setpriv := testutil.RequireTool(t, "setpriv")
+	srv := startGoServer(t)
+	out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+		bins.sonde, "trace", "--pid", fmt.Sprint(srv.pid())).CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("want exit status 1, got %v:\n%s", err, out)
+	}
+	for _, want := range []string{"CAP_BPF", "CAP_PERFMON", "root"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("message does not name %s:\n%s", want, out)
+		}
+	}
+}
+
+// After sonde exits on SIGINT no program of its stays attached or loaded.
+func TestNothingLeftAttachedAfterExit(t *testing.T) {
+	bpftool := testutil.RequireTool(t, "bpftool")
+	srv := startGoServer(t)
+	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()))
+	during := sondePrograms(t, bpftool)
+	if len(during) < 20 {
+		t.Fatalf("expected sonde's programs to be loaded while it runs, bpftool shows %v", during)
+	}
+	s.stop(t)
+	if after := sondePrograms(t, bpftool); len(after) != 0 {
+		t.Errorf("still loaded after exit: %v", after)
+	}
+	if out := run(t, bpftool, "perf", "list"); strings.Contains(out, "enter_read") || strings.Contains(out, "exit_write") {
+		t.Errorf("perf events still attached after exit:\n%s", out)
+	}
+}
+
+// sondePrograms lists loaded programs with the names sonde gives its own.
+func sondePrograms(t *testing.T, bpftool string) []string {
+	t.Helper()
+	var progs []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(run(t, bpftool, "-j", "prog", "show")), &progs); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, p := range progs {
+		if strings.HasPrefix(p.Name, "enter_") || strings.HasPrefix(p.Name, "exit_") || strings.HasPrefix(p.Name, "process_") {
+			out = append(out, p.Name)
+		}
+	}
+	return out
+}
+
+// sonde doctor reports the facts of this platform (PLATFORM.md).
+func TestDoctorReportsPlatform(t *testing.T) {
+	requireTracing(t)
+	out, err := exec.Command(bins.sonde, "doctor", "--json").Output()
+	if err != nil {
+		t.Fatalf("sonde doctor: %v", err)
+	}
+	var report struct {
+		Checks []struct{ Name, Status, Impact string }
+	}
+	if err := json.Unmarshal(out, &report); err != nil {
+		t.Fatalf("doctor --json: %v\n%s", err, out)
+	}
+	got := map[string]string{}
+	for _, c := range report.Checks {
+		got[c.Name] = c.Status
+		if c.Status == "missing" && c.Impact == "" {
+			t.Errorf("%s is missing but doctor does not say what that costs", c.Name)
+		}
+	}
+	for name, want := range map[string]string{
+		"kprobes": "missing", "fentry": "missing", "probe_write_user": "missing",
+		"tracepoints": "ok", "uprobes": "ok", "btf": "ok", "ringbuf": "ok",
+		"sockops": "ok", "sk_msg": "ok", "cgroup2": "ok", "capabilities": "ok",
+	} {
+		if got[name] != want {
+			t.Errorf("doctor says %s is %q, want %q", name, got[name], want)
+		}
+	}
+}

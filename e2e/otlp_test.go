@@ -1,0 +1,109 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sondehq/sonde/e2e/collector"
+	"github.com/sondehq/sonde/internal/otlptest"
+	"github.com/sondehq/sonde/internal/testutil"
+)
+
+const (
+	incomingTrace  = "0af7651916cd43dd8448eb211c80319c"
+	incomingParent = "b7ad6b7169203331"
+)
+
+// Spans reach an OTLP/gRPC receiver configured only through the standard
+// OTEL_EXPORTER_OTLP_* variables, with IDs, parent and resource intact.
+func TestOTLPExport(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	rcv := otlptest.Start(t)
+	srv := startGoServer(t, "OTEL_SERVICE_NAME=checkout", "OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=e2e")
+	s := startSonde(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
+		"--pid", fmt.Sprint(srv.pid()), "--output", "otlp")
+	before := time.Now()
+	run(t, curl, "-sS", "-o", "/dev/null", "-H", "traceparent: 00-"+incomingTrace+"-"+incomingParent+"-01",
+		"-H", "Authorization: Basic "+secret, "http://"+srv.addr+"/status/500")
+	after := time.Now()
+	spans := rcv.WaitSpans(t, 1, 30*time.Second)
+	r := s.stop(t)
+	if len(r.spans) != 0 {
+		t.Errorf("with --output otlp nothing goes to stdout, got %d lines", len(r.spans))
+	}
+	if len(spans) != 1 {
+		t.Fatalf("want 1 span, got %d", len(spans))
+	}
+	sp := spans[0]
+	if sp.TraceID != incomingTrace || sp.ParentSpanID != incomingParent || len(sp.SpanID) != 16 {
+		t.Errorf("ids: trace %s parent %s span %s", sp.TraceID, sp.ParentSpanID, sp.SpanID)
+	}
+	if sp.Kind != "server" || sp.Name != "GET" || sp.StatusCode != "Error" {
+		t.Errorf("kind %s name %s status %s", sp.Kind, sp.Name, sp.StatusCode)
+	}
+	if sp.Start.Before(before.Add(-time.Second)) || sp.End.After(after.Add(time.Second)) || !sp.End.After(sp.Start) {
+		t.Errorf("span %v..%v outside the request window %v..%v", sp.Start, sp.End, before, after)
+	}
+	for k, want := range map[string]any{"http.request.method": "GET", "url.path": "/status/500", "http.response.status_code": int64(500), "error.type": "500"} {
+		if sp.Attributes[k] != want {
+			t.Errorf("attribute %s = %#v, want %#v", k, sp.Attributes[k], want)
+		}
+	}
+	for k, want := range map[string]any{"service.name": "checkout", "deployment.environment.name": "e2e", "process.pid": int64(srv.pid()), "process.executable.name": "goserver"} {
+		if sp.Resource[k] != want {
+			t.Errorf("resource %s = %#v, want %#v", k, sp.Resource[k], want)
+		}
+	}
+	if fmt.Sprint(sp.Attributes, sp.Resource) == "" || strings.Contains(fmt.Sprint(sp.Attributes, sp.Resource), secret) {
+		t.Errorf("secret exported: %v", sp.Attributes)
+	}
+	if r.stat("spans_exported") != 1 {
+		t.Errorf("final stats: %v", r.stats)
+	}
+}
+
+// The same through a real OpenTelemetry Collector built with the official
+// builder, read back from its debug exporter.
+func TestCollectorExport(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	requireTracing(t)
+	col := collector.Start(t)
+	srv := startGoServer(t, "OTEL_SERVICE_NAME=inventory")
+	s := startSonde(t, []string{
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" + col.Endpoint(),
+		"OTEL_EXPORTER_OTLP_TRACES_INSECURE=true",
+	}, "--pid", fmt.Sprint(srv.pid()))
+	for i := range 3 {
+		run(t, curl, "-sS", "-o", "/dev/null", "-H", "traceparent: 00-"+incomingTrace+"-"+incomingParent+"-01",
+			fmt.Sprintf("http://%s/hello?i=%d", srv.addr, i))
+	}
+	spans := col.WaitSpans(t, 3, 60*time.Second, func(s collector.Span) bool { return s.TraceID == incomingTrace })
+	s.stop(t)
+	for _, sp := range spans {
+		if sp.ParentID != incomingParent || !strings.EqualFold(sp.Kind, "server") || sp.Name != "GET" {
+			t.Errorf("span: %v", sp)
+		}
+		if sp.Attributes["url.path"] != "/hello" || sp.Attributes["http.response.status_code"] != "200" || sp.AttributeTypes["http.response.status_code"] != "Int" {
+			t.Errorf("attributes: %v %v", sp.Attributes, sp.AttributeTypes)
+		}
+		if sp.Resource["service.name"] != "inventory" || sp.Resource["process.pid"] != fmt.Sprint(srv.pid()) {
+			t.Errorf("resource: %v", sp.Resource)
+		}
+		if !sp.End.After(sp.Start) {
+			t.Errorf("times: %v .. %v", sp.Start, sp.End)
+		}
+	}
+	if n := len(distinct2(spans)); n != 3 {
+		t.Errorf("want 3 distinct span ids, got %d", n)
+	}
+}
+
+func distinct2(spans []collector.Span) map[string]bool {
+	m := map[string]bool{}
+	for _, s := range spans {
+		m[s.SpanID] = true
+	}
+	return m
+}

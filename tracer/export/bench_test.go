@@ -1,0 +1,79 @@
+package export
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/resource"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// benchSpans returns server spans of distinct traces from two processes,
+// shaped like sonde's HTTP spans, to be handed out round-robin.
+func benchSpans() []*Span {
+	spans := make([]*Span, 1024)
+	for i := range spans {
+		id := tid(0)
+		id[8], id[9] = byte(i), byte(i>>8)
+		spans[i] = &Span{
+			TraceID: id, SpanID: sid(byte(i)), Parent: remoteParent(id, sid(0xff), true),
+			Name: "GET /api/orders/{id}", Kind: trace.SpanKindServer,
+			Start: base, End: base.Add(3 * time.Millisecond),
+			Attributes: []attribute.KeyValue{
+				semconv.HTTPRequestMethodGet, semconv.URLPath("/api/orders/42"), semconv.HTTPRoute("/api/orders/{id}"),
+				semconv.HTTPResponseStatusCode(200), semconv.ServerAddress("orders"), semconv.ServerPort(8080),
+				semconv.NetworkPeerAddress("10.0.0.7"), semconv.NetworkPeerPort(51234),
+			},
+			Resource: []*resource.Resource{frontend, orders}[i/512],
+		}
+	}
+	return spans
+}
+
+// BenchmarkPipeline measures spans per second through the whole SDK
+// pipeline into a discarding writer, Shutdown's flush included. The queue
+// holds every span, so none is dropped.
+func BenchmarkPipeline(b *testing.B) {
+	for _, format := range []Format{FormatJSON, FormatText} {
+		b.Run(string(format), func(b *testing.B) {
+			spans := benchSpans()
+			e, err := New(context.Background(), &Options{Format: format, Writer: io.Discard, MaxQueue: b.N + 1, TextDelay: time.Hour})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				e.Export(spans[i%len(spans)])
+			}
+			if err := e.Shutdown(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if st := e.Stats(); st.Exported != uint64(b.N) {
+				b.Fatalf("stats %+v, want %d exported", st, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+		})
+	}
+}
+
+// BenchmarkExport measures what Export costs the capturing goroutine.
+func BenchmarkExport(b *testing.B) {
+	spans := benchSpans()
+	e, err := New(context.Background(), &Options{Format: FormatJSON, Writer: io.Discard, MaxQueue: b.N + 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		e.Export(spans[i%len(spans)])
+	}
+	b.StopTimer()
+	e.Shutdown(context.Background())
+}
