@@ -95,3 +95,26 @@ func TestDoctorReportsPlatform(t *testing.T) {
 		}
 	}
 }
+
+// `sonde demo`, the README's first command, shows real traces of real
+// processes in the terminal, with no collector.
+func TestDemoShowsTraces(t *testing.T) {
+	requireTracing(t)
+	testutil.RequireTool(t, "python3")
+	out, err := exec.Command(bins.sonde, "demo", "--duration", "4s").Output()
+	if err != nil {
+		t.Fatalf("sonde demo: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"SERVER GET  200", "[inventory pid ", "[catalog pid ", "[frontend pid ",
+		"CLIENT GET  200", "[loadgen pid ", "/checkout", "/stock", "/index.html",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, tail(text, 30))
+		}
+	}
+	if strings.Contains(text, "s3cr3t") || strings.Contains(text, "never-exported") {
+		t.Errorf("demo output shows a secret:\n%s", text)
+	}
+}

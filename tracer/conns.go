@@ -37,9 +37,11 @@ type conn struct {
 	sock          uint64
 	role          role
 	local, remote netip.AddrPort
-	http          *http1.Conn
-	proc          *process
-	elem          *list.Element
+	// Address strings, made once per connection rather than per span.
+	localAddr, remoteAddr string
+	http                  *http1.Conn
+	proc                  *process
+	elem                  *list.Element
 
 	// inError is set by a parse error and cleared by the next exchange, so a
 	// connection that is not HTTP at all counts one error, not one per read.
@@ -81,6 +83,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 		}
 	}
 	c.http = http1.NewConn(t.limits)
+	c.localAddr, c.remoteAddr = c.local.Addr().String(), c.remote.Addr().String()
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
 	return evicted

@@ -99,7 +99,7 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 		semconv.NetworkProtocolName("http"),
 		semconv.NetworkProtocolVersion(req.Proto),
 		semconv.NetworkTransportTCP,
-		semconv.NetworkPeerAddress(c.remote.Addr().String()),
+		semconv.NetworkPeerAddress(c.remoteAddr),
 		semconv.NetworkPeerPort(int(c.remote.Port())),
 	)
 	if req.UserAgent != "" {
@@ -110,7 +110,7 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 	case roleServer:
 		s.Kind = trace.SpanKindServer
 		if host == "" {
-			host = c.local.Addr().String()
+			host = c.localAddr
 		}
 		if port == 0 {
 			port = int(c.local.Port())
@@ -119,7 +119,7 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 			semconv.URLPath(path),
 			semconv.ServerAddress(host),
 			semconv.ServerPort(port),
-			semconv.ClientAddress(c.remote.Addr().String()),
+			semconv.ClientAddress(c.remoteAddr),
 			semconv.ClientPort(int(c.remote.Port())),
 		)
 		if query != "" {
@@ -128,7 +128,7 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 	default:
 		s.Kind = trace.SpanKindClient
 		if host == "" {
-			host = c.remote.Addr().String()
+			host = c.remoteAddr
 		}
 		if port == 0 {
 			port = int(c.remote.Port())

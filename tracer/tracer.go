@@ -46,12 +46,12 @@ type Tracer struct {
 
 	xbuf []http1.Exchange
 
-	stats                   counters
+	stats    counters
 	lastLost uint64
 	// final holds the kernel counters read just before Close frees them.
-	final *[counterMax]uint64
-	closeMu                 sync.Mutex
-	closed                  bool
+	final   *[counterMax]uint64
+	closeMu sync.Mutex
+	closed  bool
 }
 
 type listenCache struct {

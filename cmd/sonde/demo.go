@@ -55,9 +55,18 @@ func demoCmd(args []string) int {
 		log.Error("sonde demo: cannot start the sample services", "error", err)
 		return 1
 	}
+	// The Go services, the load generator included, run this very binary:
+	// select it by path (sonde itself is always left out) so the load
+	// generator, started once tracing runs, is traced from its first byte.
+	self, err := os.Executable()
+	if err != nil {
+		log.Error("sonde demo", "error", err)
+		return 1
+	}
+	cfg.exes = append(cfg.exes, self)
 	cfg.pids = d.pids()
 	log.Info("sample services started", "services", strings.Join(d.names, ", "), "frontend", "http://"+d.frontend)
-	err := runTrace(ctx, &cfg, log, os.Stdout, func() {
+	err = runTrace(ctx, &cfg, log, os.Stdout, func() {
 		if err := d.startLoad(); err != nil {
 			log.Error("sonde demo: cannot start the load generator", "error", err)
 		}
