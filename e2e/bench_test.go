@@ -81,8 +81,11 @@ func benchRound(b *testing.B, wrk string, d time.Duration, trace bool, sondeCPU 
 	var s *sondeRun
 	if trace {
 		rcv := otlptest.Start(b)
-		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
-			"--pid", fmt.Sprint(srv.pid()), "--output", "otlp")
+		args := []string{"--pid", fmt.Sprint(srv.pid()), "--output", "otlp"}
+		if prof := os.Getenv("SONDE_BENCH_CPUPROFILE"); prof != "" {
+			args = append(args, "--cpu-profile", prof)
+		}
+		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()}, args...)
 	}
 	cpu0, err := procCPU(srv.pid())
 	if err != nil {
