@@ -107,3 +107,39 @@ func distinct2(spans []collector.Span) map[string]bool {
 	}
 	return m
 }
+
+// A collector that is not there: sonde and the traced server keep running,
+// failures are counted and logged, and exit stays within the flush timeout.
+func TestDeadCollector(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	srv := startGoServer(t)
+	dead := "127.0.0.1:" + freePort(t) // nothing listens there
+	s := startSonde(t, []string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + dead,
+		"OTEL_EXPORTER_OTLP_TIMEOUT=1000", "OTEL_BSP_SCHEDULE_DELAY=100",
+	}, "--pid", fmt.Sprint(srv.pid()), "--output", "otlp", "--flush-timeout", "3s")
+	for range 5 {
+		run(t, curl, "-sS", "-o", "/dev/null", "http://"+srv.addr+"/hello")
+	}
+	time.Sleep(6 * time.Second) // an export attempt fails and is logged
+	began := time.Now()
+	r := s.stop(t)
+	if took := time.Since(began); took > 10*time.Second {
+		t.Errorf("exit took %v with a dead collector", took)
+	}
+	if !srv.alive() {
+		t.Fatal("the traced server died")
+	}
+	if r.stat("spans") != 5 || r.stat("spans_exported") != 0 || r.stat("export_failures")+r.stat("spans_dropped") != 5 {
+		t.Errorf("want 5 spans, none exported, all counted as failed or dropped: %v", r.stats)
+	}
+	warned := false
+	for _, l := range r.logs {
+		if l["msg"] == "spans not exported" {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("no warning logged while the collector was down")
+	}
+}

@@ -151,7 +151,10 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	if ready != nil {
 		ready()
 	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	go watchExport(watchCtx, log, exp)
 	runErr := t.Run(ctx)
+	stopWatch()
 	t.Close()
 
 	flushCtx, cancel := context.WithTimeout(context.Background(), cfg.flushTimeout)
@@ -165,6 +168,33 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		return fmt.Errorf("flush spans: %w", shutErr)
 	}
 	return nil
+}
+
+// watchExport logs, at most every few seconds, when spans failed to export
+// or were dropped: a dead collector must be visible while sonde runs, not
+// only in the final stats.
+func watchExport(ctx context.Context, log *slog.Logger, exp *export.Exporter) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	var last export.Stats
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		s := exp.Stats()
+		if s.Failed > last.Failed || s.Dropped > last.Dropped {
+			var lastErr string
+			if s.LastError != nil {
+				lastErr = s.LastError.Error()
+			}
+			log.Warn("spans not exported",
+				"failed", s.Failed-last.Failed, "dropped", s.Dropped-last.Dropped,
+				"failed_total", s.Failed, "dropped_total", s.Dropped, "last_error", lastErr)
+		}
+		last = s
+	}
 }
 
 func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {

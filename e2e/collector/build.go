@@ -215,7 +215,7 @@ func buildContext(tb testing.TB) (context.Context, context.CancelFunc) {
 // killGroupOnCancel makes cancellation reach the go commands the builder
 // spawns; killing only the builder would leave compilers running.
 func killGroupOnCancel(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = sysProcAttr(true)
 	cmd.Cancel = func() error {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}

@@ -102,7 +102,7 @@ func launch(bin, dir string, attempt int) (*Collector, error) {
 	c.cmd.Dir = dir
 	c.cmd.Stdout = logFile
 	c.cmd.Stderr = logFile
-	c.cmd.SysProcAttr = sysProcAttr()
+	c.cmd.SysProcAttr = sysProcAttr(false)
 	if err := c.cmd.Start(); err != nil {
 		return nil, err
 	}

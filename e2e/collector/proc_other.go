@@ -4,4 +4,6 @@ package collector
 
 import "syscall"
 
-func sysProcAttr() *syscall.SysProcAttr { return nil }
+func sysProcAttr(newGroup bool) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: newGroup}
+}
