@@ -72,9 +72,9 @@ func TestCollectorExport(t *testing.T) {
 	col := collector.Start(t)
 	srv := startGoServer(t, "OTEL_SERVICE_NAME=inventory")
 	s := startSonde(t, []string{
-		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" + col.Endpoint(),
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://" + col.Endpoint(),
 		"OTEL_EXPORTER_OTLP_TRACES_INSECURE=true",
-	}, "--pid", fmt.Sprint(srv.pid()))
+	}, "--pid", fmt.Sprint(srv.pid()), "--output=") // empty: chosen from the endpoint variable
 	for i := range 3 {
 		run(t, curl, "-sS", "-o", "/dev/null", "-H", "traceparent: 00-"+incomingTrace+"-"+incomingParent+"-01",
 			fmt.Sprintf("http://%s/hello?i=%d", srv.addr, i))

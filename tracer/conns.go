@@ -75,7 +75,12 @@ func (t *connTable) get(k connKey) *conn {
 // add starts tracking a connection. It returns the connection it evicted to
 // make room, if any, so the caller can flush what it held.
 func (t *connTable) add(c *conn) (evicted *conn) {
-	if len(t.byKey) >= t.max {
+	if old := t.byKey[c.key]; old != nil {
+		// Callers close the old connection first; should one not, the
+		// replaced connection is handed back rather than leaked in the LRU.
+		t.remove(old)
+		evicted = old
+	} else if len(t.byKey) >= t.max {
 		if back := t.lru.Back(); back != nil {
 			evicted = back.Value.(*conn)
 			t.remove(evicted)

@@ -231,9 +231,6 @@ func (t *Tracer) addTarget(pid uint32) error {
 // selectInitial fills the target map before any probe is attached.
 func (t *Tracer) selectInitial() error {
 	for _, pid := range t.opts.PIDs {
-		if _, err := os.Stat(fmt.Sprintf("%s/%d", t.opts.ProcRoot, pid)); err != nil {
-			return fmt.Errorf("pid %d: no such process", pid)
-		}
 		if err := t.addTarget(uint32(pid)); err != nil {
 			return err
 		}

@@ -99,10 +99,12 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 	// attribute costs export CPU per span.
 	attrs = append(attrs,
 		semconv.URLScheme("http"),
-		semconv.NetworkProtocolVersion(req.Proto),
 		semconv.NetworkPeerAddress(c.remoteAddr),
 		semconv.NetworkPeerPort(int(c.remote.Port())),
 	)
+	if req.Proto != "" { // empty when the capture cut the start line
+		attrs = append(attrs, semconv.NetworkProtocolVersion(req.Proto))
+	}
 	if req.UserAgent != "" {
 		attrs = append(attrs, semconv.UserAgentOriginal(req.UserAgent))
 	}
@@ -162,24 +164,58 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 }
 
 // splitTarget separates the path and the query of a request-target in
-// origin form, absolute form or asterisk form.
+// origin form, absolute form or asterisk form. A fragment, which clients do
+// not send but a hostile one may, is dropped.
 func splitTarget(target string) (path, query string) {
-	if i := strings.Index(target, "://"); i > 0 {
-		rest := target[i+3:]
-		if j := strings.IndexByte(rest, '/'); j >= 0 {
-			target = rest[j:]
+	target, _, _ = strings.Cut(target, "#")
+	if _, rest, ok := cutScheme(target); ok {
+		// The authority ends at the first "/" or "?".
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			target = rest[i:]
 		} else {
-			target = "/"
+			target = ""
+		}
+		if !strings.HasPrefix(target, "/") {
+			target = "/" + target
 		}
 	}
 	path, query, _ = strings.Cut(target, "?")
-	if i := strings.IndexByte(query, '#'); i >= 0 {
-		query = query[:i]
-	}
 	return path, query
 }
 
-// hostPort splits a Host header value. An absent or malformed port is 0.
+// cutScheme splits an absolute-form target ("http://host/p") into its
+// scheme and the rest. An origin-form target starts with "/", so a URL in
+// its query ("/login?next=http://x/") is not mistaken for one.
+func cutScheme(target string) (scheme, rest string, ok bool) {
+	if strings.HasPrefix(target, "/") {
+		return "", "", false
+	}
+	scheme, rest, ok = strings.Cut(target, "://")
+	if !ok || !isScheme(scheme) {
+		return "", "", false
+	}
+	return scheme, rest, true
+}
+
+// isScheme reports whether s is an RFC 3986 scheme.
+func isScheme(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
+		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// hostPort splits a Host header value. An absent or invalid port is 0, so
+// that the caller falls back to the socket's port.
 func hostPort(h string) (string, int) {
 	if h == "" {
 		return "", 0
@@ -188,32 +224,43 @@ func hostPort(h string) (string, int) {
 	if err != nil {
 		return strings.Trim(h, "[]"), 0
 	}
-	port, _ := strconv.Atoi(p)
-	return host, port
+	port, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return host, 0
+	}
+	return host, int(port)
 }
 
+// fullURL rebuilds the URL a client requested. The path is kept as it was
+// sent (already percent-encoded), userinfo is never included and
+// credential-like query values are redacted.
 func fullURL(target, host string, port int, path, query string) string {
-	u := url.URL{Scheme: "http", Path: path}
-	if strings.Contains(target, "://") {
-		if parsed, err := url.Parse(target); err == nil {
-			u.Scheme = parsed.Scheme
-			u.Host = parsed.Host
+	scheme := "http"
+	authority := ""
+	if sch, rest, ok := cutScheme(target); ok {
+		scheme = strings.ToLower(sch)
+		authority = rest
+		if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+			authority = rest[:i]
+		}
+		if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+			authority = authority[i+1:]
 		}
 	}
-	if u.Host == "" {
-		u.Host = host
+	if authority == "" {
+		authority = host
+		if strings.Contains(host, ":") {
+			authority = "[" + host + "]"
+		}
 		if port != 0 && port != 80 {
-			u.Host = net.JoinHostPort(host, strconv.Itoa(port))
-		} else if strings.Contains(host, ":") {
-			u.Host = "[" + host + "]"
+			authority = net.JoinHostPort(host, strconv.Itoa(port))
 		}
 	}
-	u.User = nil // never export credentials from userinfo
-	s := u.String()
+	u := scheme + "://" + authority + path
 	if query != "" {
-		s += "?" + redactQuery(query)
+		u += "?" + redactQuery(query)
 	}
-	return s
+	return u
 }
 
 // redactQuery replaces the values of credential-like parameters, keeping the

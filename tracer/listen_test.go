@@ -37,7 +37,7 @@ func TestReadListening(t *testing.T) {
 		{"empty", "", nil},
 		{"header only", strings.SplitAfter(procNetTCP, "\n")[0], nil},
 		{"malformed rows", strings.Join([]string{
-			"   0: 00000000:1F90",                          // too few fields
+			"   0: 00000000:1F90",                           // too few fields
 			"   1: 000000001F90 00000000:0000 0A",           // no colon in the address
 			"   2: 00000000:ZZZZ 00000000:0000 0A",          // port is not hex
 			"   3: 00000000:10000 00000000:0000 0A",         // port beyond 16 bits

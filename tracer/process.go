@@ -3,6 +3,7 @@ package tracer
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -59,9 +60,11 @@ func readProcess(procRoot string, pid uint32, comm, hostName string) *process {
 	attrs := append(extra,
 		semconv.ServiceName(p.service),
 		semconv.ProcessPID(int(pid)),
-		semconv.ProcessExecutableName(exeName),
 		semconv.HostName(hostName),
 	)
+	if exeName != "" {
+		attrs = append(attrs, semconv.ProcessExecutableName(exeName))
+	}
 	if p.exe != "" {
 		attrs = append(attrs, semconv.ProcessExecutablePath(p.exe))
 	}
@@ -78,9 +81,18 @@ func readEnviron(path string) map[string]string {
 	}
 	defer f.Close()
 	buf := make([]byte, maxEnviron)
-	n, _ := f.Read(buf)
+	n, _ := io.ReadFull(f, buf)
+	buf = buf[:n]
+	if n == maxEnviron && buf[n-1] != 0 {
+		// Cut inside an entry: its value would be a truncated lie.
+		if i := bytes.LastIndexByte(buf, 0); i >= 0 {
+			buf = buf[:i]
+		} else {
+			buf = nil
+		}
+	}
 	env := make(map[string]string)
-	for _, kv := range bytes.Split(buf[:n], []byte{0}) {
+	for _, kv := range bytes.Split(buf, []byte{0}) {
 		k, v, ok := bytes.Cut(kv, []byte{'='})
 		if !ok {
 			continue
@@ -94,7 +106,9 @@ func readEnviron(path string) map[string]string {
 }
 
 // parseResourceAttributes reads the OTEL_RESOURCE_ATTRIBUTES format:
-// comma-separated key=value pairs with percent-encoded values.
+// comma-separated key=value pairs with percent-encoded values. As the
+// OpenTelemetry specification asks, a value that does not decode discards
+// the whole variable.
 func parseResourceAttributes(s string) []attribute.KeyValue {
 	var out []attribute.KeyValue
 	for _, pair := range strings.Split(s, ",") {
@@ -103,10 +117,11 @@ func parseResourceAttributes(s string) []attribute.KeyValue {
 		if !ok || k == "" {
 			continue
 		}
-		if dec, err := url.PathUnescape(strings.TrimSpace(v)); err == nil {
-			v = dec
+		dec, err := url.PathUnescape(strings.TrimSpace(v))
+		if err != nil {
+			return nil
 		}
-		out = append(out, attribute.String(k, v))
+		out = append(out, attribute.String(k, dec))
 	}
 	return out
 }

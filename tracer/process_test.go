@@ -216,8 +216,12 @@ func TestParseResourceAttributes(t *testing.T) {
 		{"a=1", []attribute.KeyValue{attribute.String("a", "1")}},
 		{" a = 1 , b=2", []attribute.KeyValue{attribute.String("a", "1"), attribute.String("b", "2")}},
 		{"k=a%2Cb%3Dc%20d", []attribute.KeyValue{attribute.String("k", "a,b=c d")}},
-		// an undecodable value is kept as it is
-		{"k=100%", []attribute.KeyValue{attribute.String("k", "100%")}},
+		// A value that does not percent-decode discards the whole variable,
+		// as the OpenTelemetry specification asks.
+		{"k=100%", nil},
+		{"ok=1, j = %zz ", nil},
+		// values are trimmed
+		{" k = 100%25 , j = x ", []attribute.KeyValue{attribute.String("k", "100%"), attribute.String("j", "x")}},
 		{"k=x=y", []attribute.KeyValue{attribute.String("k", "x=y")}},
 		{"k=", []attribute.KeyValue{attribute.String("k", "")}},
 		// no key, no "=": skipped

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,6 +96,12 @@ func New(opts *Options) (*Tracer, error) {
 	t.selector, err = newSelector(o.ProcRoot, o.Exe)
 	if err != nil {
 		return nil, err
+	}
+	// Reject a pid that does not exist before loading anything.
+	for _, pid := range o.PIDs {
+		if _, err := os.Stat(filepath.Join(o.ProcRoot, strconv.Itoa(pid))); err != nil {
+			return nil, fmt.Errorf("pid %d: no such process", pid)
+		}
 	}
 
 	if mounted, path, err := features.EnsureTracefs(); err != nil {

@@ -178,7 +178,9 @@ func runBuilder(tb testing.TB, builder, dir, bin string) ([]byte, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, builder, "--config="+cfg)
 	cmd.Dir = work
-	cmd.Env = goEnv(goBin)
+	// The builder creates a default output directory in TMPDIR even when the
+	// manifest names another; pointing TMPDIR at work removes it with work.
+	cmd.Env = append(goEnv(goBin), "TMPDIR="+work)
 	killGroupOnCancel(cmd)
 	out, err := cmd.CombinedOutput()
 	os.WriteFile(filepath.Join(dir, "build.log"), out, 0o644)

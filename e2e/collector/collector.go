@@ -39,6 +39,8 @@ type Collector struct {
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once cmd.Wait returned
 	err    error         // cmd.Wait's result, valid after exited is closed
+
+	logShown int // bytes of the log already printed by WaitSpans
 }
 
 // Start runs a collector for the duration of tb and waits until its OTLP
@@ -116,8 +118,9 @@ func launch(bin, dir string, attempt int) (*Collector, error) {
 // config writes the debug exporter's output to a file of its own so that
 // parsing never has to pick it out of the collector's log, and without the
 // exporter queue so that a span is in that file by the time the export RPC
-// returns. The collector's own metrics are off: their default endpoint is a
-// fixed port that parallel collectors would fight over.
+// returns, and with sampling that never drops an entry, since every export
+// logs the same summary message. The collector's own metrics are off: their
+// default endpoint is a fixed port that parallel collectors would fight over.
 func (c *Collector) config() string {
 	return fmt.Sprintf(`receivers:
   otlp:
@@ -141,6 +144,13 @@ service:
       level: none
     logs:
       level: info
+    # Without these the resource is repeated on every log line, burying
+    # the messages in the tails that failing tests print. Only the legacy
+    # inline form can drop the defaults; the collector warns about it once.
+    resource:
+      service.instance.id: null
+      service.name: null
+      service.version: null
   pipelines:
     traces:
       receivers: [otlp]
@@ -163,9 +173,11 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-// waitReady dials rather than waiting for a log line: the collector starts
-// receivers last, so an accepted connection means the pipeline behind it is
-// up too.
+// readyMessage is what service v0.162.0 logs once every component started.
+// Waiting for it as well as dialing keeps a foreign process that took one of
+// the ports from passing for the collector.
+const readyMessage = "Everything is ready. Begin running and processing data."
+
 func (c *Collector) waitReady() error {
 	deadline := time.Now().Add(readyTimeout)
 	for {
@@ -174,7 +186,7 @@ func (c *Collector) waitReady() error {
 			return fmt.Errorf("collector exited before its receiver was ready: %v", c.err)
 		default:
 		}
-		if dialable(c.grpcAddr) && dialable(c.httpAddr) {
+		if c.logContains(readyMessage) && dialable(c.grpcAddr) && dialable(c.httpAddr) {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -182,6 +194,11 @@ func (c *Collector) waitReady() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func (c *Collector) logContains(s string) bool {
+	data, err := os.ReadFile(c.logPath)
+	return err == nil && bytes.Contains(data, []byte(s))
 }
 
 func dialable(addr string) bool {
@@ -247,6 +264,7 @@ func (c *Collector) WaitSpans(tb testing.TB, n int, timeout time.Duration, match
 				fmt.Fprintf(&b, "the collector exited: %v\n", c.err)
 			}
 			fmt.Fprintf(&b, "collector log tail:\n%s", c.logTail(logTailLines))
+			c.logShown = c.logSize()
 			tb.Fatal(b.String())
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -271,9 +289,25 @@ func (c *Collector) stop(tb testing.TB) {
 		tb.Logf("collector: no exit %s after SIGTERM, killing it", stopTimeout)
 		c.kill()
 	}
-	if tb.Failed() {
-		tb.Logf("collector: log tail:\n%s", c.logTail(logTailLines))
+	if !tb.Failed() {
+		return
 	}
+	if c.logShown == 0 {
+		tb.Logf("collector: log tail:\n%s", c.logTail(logTailLines))
+		return
+	}
+	// WaitSpans already printed the tail; only the shutdown is news.
+	if data, err := os.ReadFile(c.logPath); err == nil && len(data) > c.logShown {
+		tb.Logf("collector: log since the tail above:\n%s", tail(data[c.logShown:], logTailLines))
+	}
+}
+
+func (c *Collector) logSize() int {
+	fi, err := os.Stat(c.logPath)
+	if err != nil {
+		return 0
+	}
+	return int(fi.Size())
 }
 
 func (c *Collector) kill() {

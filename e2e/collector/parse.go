@@ -63,6 +63,7 @@ type Link struct {
 	Attributes map[string]string
 }
 
+// String summarises the span for failure messages.
 func (s Span) String() string {
 	return fmt.Sprintf("%q kind=%s trace=%s span=%s parent=%s status=%s service=%q",
 		s.Name, s.Kind, s.TraceID, s.SpanID, s.ParentID, s.StatusCode, s.Resource["service.name"])

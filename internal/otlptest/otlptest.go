@@ -6,7 +6,6 @@
 package otlptest
 
 import (
-	"bytes"
 	"compress/gzip"
 	"context"
 	"encoding/hex"
@@ -30,17 +29,17 @@ import (
 
 // Span is one received span, flattened out of its resource and scope.
 type Span struct {
-	TraceID      string // 32 lowercase hex digits
-	SpanID       string // 16 lowercase hex digits
-	ParentSpanID string // 16 lowercase hex digits, or empty for a root span
-	TraceState   string
-	Flags        uint32
-	Name         string
-	Kind         string // unspecified, internal, server, client, producer or consumer
-	Start, End   time.Time
-	StatusCode   string // Unset, Ok or Error
-	StatusMsg    string
-	Scope        string
+	TraceID       string // 32 lowercase hex digits
+	SpanID        string // 16 lowercase hex digits
+	ParentSpanID  string // 16 lowercase hex digits, or empty for a root span
+	TraceState    string
+	Flags         uint32
+	Name          string
+	Kind          string // unspecified, internal, server, client, producer or consumer
+	Start, End    time.Time
+	StatusCode    string // Unset, Ok or Error
+	StatusMessage string
+	Scope         string
 	// Attribute values are string, bool, int64, float64, []byte, []any,
 	// map[string]any or nil.
 	Attributes map[string]any
@@ -220,7 +219,7 @@ func (r *Receiver) serveHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-protobuf")
-	io.Copy(w, bytes.NewReader(resp))
+	w.Write(resp)
 }
 
 // httpStatus maps a gRPC code onto the status an OTLP/HTTP collector would
@@ -268,20 +267,20 @@ func flatten(req *coltracepb.ExportTraceServiceRequest) []Span {
 			scope := ss.GetScope().GetName()
 			for _, s := range ss.GetSpans() {
 				out = append(out, Span{
-					TraceID:      hex.EncodeToString(s.GetTraceId()),
-					SpanID:       hex.EncodeToString(s.GetSpanId()),
-					ParentSpanID: hex.EncodeToString(s.GetParentSpanId()),
-					TraceState:   s.GetTraceState(),
-					Flags:        s.GetFlags(),
-					Name:         s.GetName(),
-					Kind:         kindName(s.GetKind()),
-					Start:        unixNano(s.GetStartTimeUnixNano()),
-					End:          unixNano(s.GetEndTimeUnixNano()),
-					StatusCode:   statusName(s.GetStatus().GetCode()),
-					StatusMsg:    s.GetStatus().GetMessage(),
-					Scope:        scope,
-					Attributes:   attrMap(s.GetAttributes()),
-					Resource:     res,
+					TraceID:       hex.EncodeToString(s.GetTraceId()),
+					SpanID:        hex.EncodeToString(s.GetSpanId()),
+					ParentSpanID:  hex.EncodeToString(s.GetParentSpanId()),
+					TraceState:    s.GetTraceState(),
+					Flags:         s.GetFlags(),
+					Name:          s.GetName(),
+					Kind:          kindName(s.GetKind()),
+					Start:         unixNano(s.GetStartTimeUnixNano()),
+					End:           unixNano(s.GetEndTimeUnixNano()),
+					StatusCode:    statusName(s.GetStatus().GetCode()),
+					StatusMessage: s.GetStatus().GetMessage(),
+					Scope:         scope,
+					Attributes:    attrMap(s.GetAttributes()),
+					Resource:      res,
 				})
 			}
 		}

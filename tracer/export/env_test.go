@@ -15,6 +15,9 @@ func TestFormatFromEnvironment(t *testing.T) {
 		cleanEnv(t)
 		var out syncBuffer
 		e := newExporter(t, &Options{Writer: &out, TextDelay: time.Minute})
+		if e.Format() != FormatText {
+			t.Fatalf("format %q, want text", e.Format())
+		}
 		e.Export(span)
 		shutdown(t, e)
 		if got := out.String(); !strings.HasPrefix(got, "trace "+tid(1).String()) {
@@ -28,6 +31,9 @@ func TestFormatFromEnvironment(t *testing.T) {
 			t.Setenv(name, "http://"+rcv.Endpoint())
 			var out syncBuffer
 			e := newExporter(t, &Options{Writer: &out})
+			if e.Format() != FormatOTLP {
+				t.Fatalf("format %q, want otlp", e.Format())
+			}
 			e.Export(span)
 			shutdown(t, e)
 			if got := rcv.WaitSpans(t, 1, 5*time.Second); got[0].SpanID != sid(1).String() {

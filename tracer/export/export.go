@@ -118,6 +118,7 @@ type Stats struct {
 
 // Exporter exports Spans. Its methods are safe for concurrent use.
 type Exporter struct {
+	format Format
 	queue  chan *Span
 	intake sync.RWMutex // Export holds it shared; Shutdown exclusively to close queue
 	closed bool
@@ -159,6 +160,7 @@ func New(ctx context.Context, opts *Options) (*Exporter, error) {
 	}
 
 	e := &Exporter{
+		format:     format,
 		queue:      make(chan *Span, o.MaxQueue),
 		workerDone: make(chan struct{}),
 	}
@@ -221,6 +223,10 @@ func (e *Exporter) Export(s *Span) {
 	}
 	e.intake.RUnlock()
 }
+
+// Format returns the format in use, which New may have chosen from the
+// environment.
+func (e *Exporter) Format() Format { return e.format }
 
 // Stats returns the counters so far.
 func (e *Exporter) Stats() Stats { return e.c.stats() }

@@ -226,8 +226,8 @@ func TestOTLPPreservesSpans(t *testing.T) {
 				if want.Status == codes.Error {
 					wantStatus, wantMsg = "Error", want.StatusDescription
 				}
-				if g.StatusCode != wantStatus || g.StatusMsg != wantMsg {
-					t.Errorf("%s: status %s %q, want %s %q", g.SpanID, g.StatusCode, g.StatusMsg, wantStatus, wantMsg)
+				if g.StatusCode != wantStatus || g.StatusMessage != wantMsg {
+					t.Errorf("%s: status %s %q, want %s %q", g.SpanID, g.StatusCode, g.StatusMessage, wantStatus, wantMsg)
 				}
 				// Sampled, and the parent is known to be remote.
 				if g.Flags != 0x301 {
@@ -533,7 +533,7 @@ func TestDeadCollectorFailuresCounted(t *testing.T) {
 	for i := range n {
 		e.Export(&Span{TraceID: tid(byte(i + 1)), SpanID: sid(1), Name: "s", Start: base, End: base})
 	}
-	if d := time.Since(begin); d > 100*time.Millisecond {
+	if d := time.Since(begin); d > time.Second {
 		t.Fatalf("Export took %v with a dead collector", d)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -625,15 +625,44 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestSDKErrorsReachStats(t *testing.T) {
 	cleanEnv(t)
 	e := newExporter(t, &Options{Format: FormatJSON, Writer: &syncBuffer{}})
+	before := e.Stats().Errors
 	boom := errors.New("boom")
 	otel.Handle(boom)
-	if st := e.Stats(); st.Errors != 1 || !errors.Is(st.LastError, boom) {
-		t.Fatalf("stats %+v, want the handled error", st)
+	st := e.Stats()
+	if st.Errors != before+1 || !errors.Is(st.LastError, boom) {
+		t.Fatalf("stats %+v, want the handled error counted", st)
 	}
 	shutdown(t, e)
+	after := e.Stats().Errors
 	otel.Handle(errors.New("after shutdown"))
-	if st := e.Stats(); st.Errors != 1 {
+	if st := e.Stats(); st.Errors != after {
 		t.Fatalf("errors after Shutdown still counted: %+v", st)
+	}
+}
+
+// failingWriter fails every write.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+func TestWriteErrorsCounted(t *testing.T) {
+	for _, format := range []Format{FormatJSON, FormatText} {
+		t.Run(string(format), func(t *testing.T) {
+			cleanEnv(t)
+			e := newExporter(t, &Options{Format: format, Writer: failingWriter{}, TextDelay: time.Minute})
+			for _, s := range orderTrace() {
+				e.Export(s)
+			}
+			shutdown(t, e)
+			st := e.Stats()
+			if st.Failed != 3 || st.Exported != 0 {
+				t.Fatalf("stats %+v, want 3 failed", st)
+			}
+			if st.LastError == nil || !strings.Contains(st.LastError.Error(), "broken pipe") {
+				t.Fatalf("last error %v, want the write error", st.LastError)
+			}
+			checkBalance(t, st)
+		})
 	}
 }
 

@@ -1,0 +1,173 @@
+package tracer
+
+import (
+	"errors"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestSelectorMatches(t *testing.T) {
+	fp := newFakeProc(t)
+	exes := map[uint32]string{
+		1: "/usr/bin/python3.11",
+		2: "/usr/local/bin/node",
+		3: "/opt/app/bin/server (deleted)",
+		4: "/usr/sbin/nginx",
+		5: "/home/u/python",
+	}
+	for pid, exe := range exes {
+		fp.exe(pid, exe)
+	}
+	fp.dir(6) // a kernel thread: no exe
+
+	for _, tc := range []struct {
+		name     string
+		patterns []string
+		want     []uint32
+	}{
+		{"base name", []string{"node"}, []uint32{2}},
+		{"base name glob", []string{"python*"}, []uint32{1, 5}},
+		{"base name class", []string{"[ns]*"}, []uint32{2, 3, 4}},
+		{"question mark", []string{"pytho?"}, []uint32{5}},
+		{"full path", []string{"/usr/sbin/nginx"}, []uint32{4}},
+		{"path glob", []string{"/usr/*/*"}, []uint32{1, 4}},
+		{"path glob, deeper", []string{"/usr/*/*/*"}, []uint32{2}},
+		{"glob does not cross slashes", []string{"/usr/*"}, nil},
+		{"deleted executable", []string{"/opt/app/bin/server"}, []uint32{3}},
+		{"deleted executable by base name", []string{"server"}, []uint32{3}},
+		{"several patterns", []string{"nginx", "/home/*/python"}, []uint32{4, 5}},
+		{"base name is not a suffix", []string{"ode"}, nil},
+		{"path must be whole", []string{"/usr/bin"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := newSelector(fp.root, tc.patterns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !s.enabled() {
+				t.Errorf("selector with patterns not enabled")
+			}
+			for pid := uint32(1); pid <= 7; pid++ {
+				exe, ok := s.matches(pid)
+				if want := slices.Contains(tc.want, pid); ok != want {
+					t.Errorf("matches(%d) (%s) = %v, want %v", pid, exes[pid], ok, want)
+				}
+				if want := strings.TrimSuffix(exes[pid], " (deleted)"); exe != want {
+					t.Errorf("matches(%d) exe = %q, want %q", pid, exe, want)
+				}
+			}
+			got := s.scan()
+			slices.Sort(got)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("scan() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSelectorSymlinkPattern(t *testing.T) {
+	bin := t.TempDir()
+	real := filepath.Join(bin, "python3.12")
+	if err := os.WriteFile(real, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(bin, "python3")
+	if err := os.Symlink("python3.12", link); err != nil {
+		t.Fatal(err)
+	}
+	fp := newFakeProc(t)
+	fp.exe(1, real) // the kernel shows the resolved file
+	fp.exe(2, link) // unlikely, but the pattern as given matches too
+	fp.exe(3, filepath.Join(bin, "python3.12-other"))
+
+	s, err := newSelector(fp.root, []string{link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(s.patterns, link) || !slices.Contains(s.patterns, real) {
+		t.Errorf("patterns = %q, want %q and its target %q", s.patterns, link, real)
+	}
+	got := s.scan()
+	slices.Sort(got)
+	if want := []uint32{1, 2}; !slices.Equal(got, want) {
+		t.Errorf("scan() = %v, want %v", got, want)
+	}
+
+	// A glob is not resolved: it is matched as written.
+	s, err = newSelector(fp.root, []string{filepath.Join(bin, "python3*")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.patterns) != 1 {
+		t.Errorf("glob resolved: %q", s.patterns)
+	}
+
+	// A path that is not a link adds nothing.
+	s, err = newSelector(fp.root, []string{real})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.patterns, []string{real}) {
+		t.Errorf("patterns = %q, want just %q", s.patterns, real)
+	}
+}
+
+func TestSelectorInvalidPattern(t *testing.T) {
+	for _, g := range []string{"[", "python[", "/usr/bin/[a-", "a\\", "[]a]x["} {
+		s, err := newSelector(t.TempDir(), []string{"ok", g})
+		if err == nil {
+			t.Errorf("newSelector(%q) = %v, want an error", g, s.patterns)
+			continue
+		}
+		if !errors.Is(err, path.ErrBadPattern) || !strings.Contains(err.Error(), g) {
+			t.Errorf("newSelector(%q) error %q: want ErrBadPattern naming the pattern", g, err)
+		}
+	}
+}
+
+func TestSelectorEmpty(t *testing.T) {
+	s, err := newSelector(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.enabled() {
+		t.Errorf("selector without patterns enabled")
+	}
+	if _, ok := s.matches(1); ok {
+		t.Errorf("selector without patterns matches")
+	}
+}
+
+func TestSelectorScanSkipsNonPIDs(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.exe(12, "/bin/app")
+	for _, name := range []string{"self", "thread-self", "-1", "4294967296", "12x"} {
+		d := filepath.Join(fp.root, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("/bin/app", filepath.Join(d, "exe")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(fp.root, "uptime"), []byte("1 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := newSelector(fp.root, []string{"app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.scan(); !slices.Equal(got, []uint32{12}) {
+		t.Errorf("scan() = %v, want [12]", got)
+	}
+
+	// A missing proc root yields nothing rather than failing.
+	s.procRoot = filepath.Join(fp.root, "missing")
+	if got := s.scan(); len(got) != 0 {
+		t.Errorf("scan() of a missing root = %v", got)
+	}
+}
