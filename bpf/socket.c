@@ -85,6 +85,7 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 	e->dir = DIR_NONE;
 	e->syscall = syscall;
 	e->family = 0;
+	e->flags = 0;
 	e->sport = 0;
 	e->dport = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -93,8 +94,32 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 	return b;
 }
 
+// mark_after_loss flags the event when its socket lost one before.
+static __always_inline void mark_after_loss(struct event *e)
+{
+	__u32 zero = 0;
+	__s64 *pending = bpf_map_lookup_elem(&lossy_count, &zero);
+	if (!e->sock || !pending || *pending <= 0)
+		return;
+	if (!bpf_map_lookup_elem(&lossy, &e->sock))
+		return;
+	e->flags |= EVENT_F_AFTER_LOSS;
+	if (bpf_map_delete_elem(&lossy, &e->sock) == 0)
+		__sync_fetch_and_add(pending, -1);
+}
+
+static __always_inline void remember_loss(__u64 sock)
+{
+	__u32 zero = 0;
+	__u8 one = 1;
+	__s64 *pending = bpf_map_lookup_elem(&lossy_count, &zero);
+	if (sock && pending && bpf_map_update_elem(&lossy, &sock, &one, BPF_NOEXIST) == 0)
+		__sync_fetch_and_add(pending, 1);
+}
+
 static __always_inline void submit(struct event_buf *b)
 {
+	mark_after_loss(&b->hdr);
 	__u64 n = b->hdr.captured;
 	// Re-bound n here: the verifier does not carry the bound through the
 	// store to and load from the map value.
@@ -103,9 +128,10 @@ static __always_inline void submit(struct event_buf *b)
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, flags))
+	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, flags)) {
 		count(COUNTER_LOST);
-	else
+		remember_loss(b->hdr.sock);
+	} else
 		count(COUNTER_EVENTS);
 }
 

@@ -389,3 +389,87 @@ func wantAttrs(t *testing.T, s span, want map[string]string) {
 		}
 	}
 }
+
+// Headers larger than the capture limit: the span still comes, marked
+// truncated; the truncation is counted; and the parser stays in step for the
+// next request on the same connection.
+func TestCaptureLimitSmallerThanHeaders(t *testing.T) {
+	srv := startGoServer(t)
+	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()), "--capture-bytes", "64")
+	c, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	long := "GET /hello?big=1 HTTP/1.1\r\nHost: x\r\nX-Padding: " + strings.Repeat("p", 300) + "\r\n\r\n"
+	short := "GET /status/201 HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, req := range []string{long, short} {
+		io.WriteString(c, req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	c.Close()
+	r := s.stop(t)
+	if len(r.spans) != 2 {
+		t.Fatalf("want 2 spans, got %d:\n%v", len(r.spans), r.spans)
+	}
+	big := findSpan(t, r.spans, "url.query", "big=1")
+	if big.attr("sonde.capture.truncated") != "true" || big.attr("http.response.status_code") != "200" {
+		t.Errorf("truncated request: %s", big)
+	}
+	wantAttrs(t, findSpan(t, r.spans, "url.path", "/status/201"), map[string]string{"http.response.status_code": "201"})
+	if r.stat("truncated") < 1 {
+		t.Errorf("truncation not counted: %v", r.stats)
+	}
+}
+
+// A ring buffer far too small for the load: lost events are counted and
+// logged while sonde runs, connections that lost events restart cleanly, and
+// tracing goes on with correct spans.
+func TestLostEventsCountedAndLogged(t *testing.T) {
+	wrk := testutil.RequireTool(t, "wrk")
+	srv := startGoServer(t)
+	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()), "--ring-buffer", "64K")
+	run(t, wrk, "-t1", "-c20", "-d3s", "-s", writeBigPOST(t), "http://"+srv.addr+"/echo")
+	r := s.stop(t)
+	if r.stat("lost") == 0 {
+		t.Fatalf("a 64 KiB ring buffer under wrk lost nothing? stats %v", r.stats)
+	}
+	if r.stat("resyncs_after_loss") == 0 {
+		t.Errorf("no connection was restarted after its losses: %v", r.stats)
+	}
+	if len(r.spans) < 100 {
+		t.Errorf("tracing did not go on after losses: %d spans, stats %v", len(r.spans), r.stats)
+	}
+	for _, sp := range r.spans {
+		// Every request is the same POST: a span that says otherwise was
+		// stitched together across a gap.
+		if sp.attr("http.request.method") != "POST" || sp.attr("url.path") != "/echo" || sp.attr("http.response.status_code") != "200" {
+			t.Fatalf("span made across lost events: %s", sp)
+		}
+	}
+	warned := false
+	for _, l := range r.logs {
+		if strings.HasPrefix(fmt.Sprint(l["msg"]), "ring buffer full") {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("losses were not logged while running")
+	}
+}
+
+// writeBigPOST writes a wrk script sending 8 KiB bodies, so that each
+// request fills a good part of the ring buffer.
+func writeBigPOST(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "post.lua")
+	os.WriteFile(p, []byte(`wrk.method = "POST"
+wrk.body = string.rep("x", 8192)
+wrk.headers["Content-Type"] = "text/plain"
+`), 0o644)
+	return p
+}

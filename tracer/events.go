@@ -21,6 +21,8 @@ const (
 	dirIngress = 2
 
 	sysSendfile = 11
+
+	flagAfterLoss = 1 // EVENT_F_AFTER_LOSS
 )
 
 // Indexes of the kernel's per-CPU counters (enum counter).

@@ -79,6 +79,9 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
 		c.role = t.roleOf(e, data)
 		t.track(c, e.command())
+		c.http.JoinMidStream()
+	} else if e.Flags&flagAfterLoss != 0 {
+		t.restartAfterLoss(c)
 	}
 	dir := http1.Request
 	if (c.role == roleServer) != (e.Dir == dirIngress) {
@@ -127,6 +130,18 @@ func (t *Tracer) parseError(c *conn, err error) {
 	t.stats.parseErrors[reason]++
 	t.stats.mu.Unlock()
 	t.log.Debug("parse error", "pid", c.key.tgid, "fd", c.key.fd, "reason", reason, "error", err)
+}
+
+// restartAfterLoss forgets what was parsed on a connection whose events the
+// kernel could not all deliver: bytes are missing between the last event and
+// this one, and parsing on would pair the wrong messages. The requests that
+// were waiting for a response are counted as lost; parsing resumes at the
+// next message start.
+func (t *Tracer) restartAfterLoss(c *conn) {
+	t.stats.resyncs.Add(1)
+	t.stats.lostExchanges.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
+	c.http.JoinMidStream()
+	c.inError = true // the loss is counted; what follows until resync is not a parse error
 }
 
 // closeConn finishes a connection the process closed: a body delimited by

@@ -31,7 +31,8 @@ type socketEvent struct {
 	Syscall  uint8
 	Family   uint8
 	Comm     [16]int8
-	Pad      [4]uint8
+	Flags    uint8
+	Pad      [3]uint8
 }
 
 type socketEventBuf struct {
@@ -46,6 +47,8 @@ type socketEventBuf struct {
 const (
 	socketMapCounters        = "counters"
 	socketMapEvents          = "events"
+	socketMapLossy           = "lossy"
+	socketMapLossyCount      = "lossy_count"
 	socketMapScratch         = "scratch"
 	socketMapTargets         = "targets"
 	socketProgEnterClose     = "enter_close"
@@ -139,10 +142,12 @@ type socketProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketMapSpecs struct {
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
-	Targets  *ebpf.MapSpec `ebpf:"targets"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Lossy      *ebpf.MapSpec `ebpf:"lossy"`
+	LossyCount *ebpf.MapSpec `ebpf:"lossy_count"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	Targets    *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // socketVariableSpecs contains global variables before they are loaded into the kernel.
@@ -176,16 +181,20 @@ func (o *socketObjects) Close() error {
 //
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketMaps struct {
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Scratch  *ebpf.Map `ebpf:"scratch"`
-	Targets  *ebpf.Map `ebpf:"targets"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Lossy      *ebpf.Map `ebpf:"lossy"`
+	LossyCount *ebpf.Map `ebpf:"lossy_count"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
+	Targets    *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *socketMaps) Close() error {
 	return _SocketClose(
 		m.Counters,
 		m.Events,
+		m.Lossy,
+		m.LossyCount,
 		m.Scratch,
 		m.Targets,
 	)

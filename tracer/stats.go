@@ -21,6 +21,8 @@ type Stats struct {
 	Conns         int               // connections tracked now
 	ConnsEvicted  uint64            // connections dropped to respect MaxConns
 	PendingAtExit uint64            // requests still awaiting a response when dropped
+	Resyncs       uint64            // connections restarted after lost events
+	LostExchanges uint64            // exchanges given up because their events were lost
 	UnknownEvents uint64
 }
 
@@ -34,6 +36,8 @@ func (t *Tracer) Stats() Stats {
 		Spans:         t.stats.spans.Load(),
 		PendingAtExit: t.stats.pendingAtExit.Load(),
 		UnknownEvents: t.stats.unknownEvents.Load(),
+		Resyncs:       t.stats.resyncs.Load(),
+		LostExchanges: t.stats.lostExchanges.Load(),
 		Conns:         t.conns.len(),
 		ConnsEvicted:  t.conns.evicted,
 	}

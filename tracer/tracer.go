@@ -65,6 +65,7 @@ type listenCache struct {
 type counters struct {
 	records, badRecords, truncated, spans atomic.Uint64
 	pendingAtExit, unknownEvents          atomic.Uint64
+	resyncs, lostExchanges                atomic.Uint64
 
 	mu          sync.Mutex
 	parseErrors map[string]uint64

@@ -27,6 +27,10 @@ enum event_kind {
 	EVENT_FORK = 7,    // a selected process forked: tgid is the child's
 };
 
+// The socket lost at least one event (ring buffer full) before this one:
+// userspace must not parse this event as the continuation of the last.
+#define EVENT_F_AFTER_LOSS 1
+
 enum direction {
 	DIR_NONE = 0,
 	DIR_EGRESS = 1,  // the process sent the bytes
@@ -68,7 +72,8 @@ struct event {
 	__u8 syscall;   // enum syscall_id
 	__u8 family;    // AF_INET or AF_INET6 as seen on the socket
 	char comm[16];
-	__u8 _pad[4]; // explicit: keeps sizeof a multiple of 8 with no hidden tail
+	__u8 flags;   // EVENT_F_*
+	__u8 _pad[3]; // explicit: keeps sizeof a multiple of 8 with no hidden tail
 };
 
 // Counters in the per-CPU array "counters"; userspace sums the CPUs.

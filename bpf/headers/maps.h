@@ -36,6 +36,24 @@ struct {
 	__type(value, struct event_buf);
 } scratch SEC(".maps");
 
+// Sockets that lost an event since their last delivered one (sock -> 1).
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} lossy SEC(".maps");
+
+// How many entries lossy holds, roughly: while it is zero, which is almost
+// always, the hot path skips the lookup in lossy. LRU evictions make it
+// drift upwards, which only costs the lookup, never correctness.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} lossy_count SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_MAX);

@@ -207,6 +207,8 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 	log.Info("final stats",
 		"events", s.Events,
 		"lost", s.Lost,
+		"resyncs_after_loss", s.Resyncs,
+		"exchanges_lost", s.LostExchanges,
 		"truncated", s.Truncated,
 		slog.Group("parse_errors", reasons...),
 		"parse_errors_total", parseErrors,

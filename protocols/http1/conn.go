@@ -186,6 +186,23 @@ func (c *Conn) setup(l *Limits) {
 	c.ready = true
 }
 
+// JoinMidStream tells c that bytes of the connection went unseen: the
+// tracer attached to a connection already open, or lost events. Both
+// directions then wait, as after a parse error, for a chunk that begins with
+// a plausible start line (LooksLikeRequest, LooksLikeResponse) instead of
+// taking the next chunk for the start of a message: a read can begin
+// anywhere in a message, and "OST /echo HTTP/1.1" is a well-formed request
+// line with an unknown method.
+func (c *Conn) JoinMidStream() {
+	if !c.ready {
+		c.setup(nil)
+	}
+	for i := range c.s {
+		c.s[i].reset()
+		c.s[i].st = stResync
+	}
+}
+
 // Upgraded reports that the connection left HTTP/1.x (101 Switching
 // Protocols, or a successful CONNECT); all later bytes are ignored.
 func (c *Conn) Upgraded() bool { return c.upgraded }

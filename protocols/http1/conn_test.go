@@ -640,3 +640,35 @@ func TestLooksLike(t *testing.T) {
 		}
 	}
 }
+
+// A connection joined mid-stream skips chunks until one starts a message,
+// and does not take a chunk cut inside a request line for a request.
+func TestJoinMidStream(t *testing.T) {
+	c := NewConn(nil)
+	c.JoinMidStream()
+	var out []Exchange
+	feed := func(dir Direction, s string) {
+		t.Helper()
+		var err error
+		out, err = c.Feed(dir, Chunk{Data: []byte(s), Size: len(s), Start: 1, End: 2}, out)
+		if err != nil {
+			t.Fatalf("Feed(%q): %v", s, err)
+		}
+	}
+	feed(Request, "OST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	// The response to the unseen request pairs with nothing.
+	resp := "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+	out, err := c.Feed(Response, Chunk{Data: []byte(resp), Size: len(resp)}, out)
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Reason != UnmatchedResponse {
+		t.Fatalf("unseen request's response: got %v, want unmatched_response", err)
+	}
+	if len(out) != 0 {
+		t.Fatalf("exchanges from a chunk cut mid-message: %+v", out)
+	}
+	feed(Request, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	feed(Response, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+	if len(out) != 1 || out[0].Request.Method != "POST" || out[0].Response.StatusCode != 201 {
+		t.Fatalf("want the POST/201 exchange once resynced, got %+v", out)
+	}
+}
