@@ -12,9 +12,10 @@ BIN        := bin/sonde
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FUZZTIME   ?= 20s
 
-# Debian packages the tests use: clang/llvm/libbpf-dev/bpftool regenerate and
-# inspect BPF, the rest are real peers for the end-to-end tests.
-TEST_PACKAGES := clang llvm libbpf-dev bpftool nginx wrk nghttp2-client python3 curl util-linux iproute2 ca-certificates
+# Debian packages the tests use: clang, llvm (llvm-strip) and libbpf-dev
+# regenerate the BPF objects, bpftool inspects what is attached, setpriv
+# (util-linux) drops privileges, and wrk, python3 and curl are real peers.
+TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates
 DEMO_PACKAGES := python3 curl
 
 .PHONY: all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean

@@ -117,7 +117,21 @@ static __always_inline void remember_loss(__u64 sock)
 		__sync_fetch_and_add(pending, 1);
 }
 
+static __always_inline void submit_flags(struct event_buf *b, bool wake);
+
 static __always_inline void submit(struct event_buf *b)
+{
+	submit_flags(b, false);
+}
+
+// submit_now wakes the reader at once: for rare process events that
+// userspace must act on while the process still exists.
+static __always_inline void submit_now(struct event_buf *b)
+{
+	submit_flags(b, true);
+}
+
+static __always_inline void submit_flags(struct event_buf *b, bool wake)
 {
 	mark_after_loss(&b->hdr);
 	__u64 n = b->hdr.captured;
@@ -126,7 +140,7 @@ static __always_inline void submit(struct event_buf *b)
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+	if (wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, flags)) {
 		count(COUNTER_LOST);
@@ -366,11 +380,13 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 // ---- processes ----------------------------------------------------------------
 
 // With --exe selectors, a process that execs is selected provisionally at
-// once, before userspace has read its executable path: a short-lived client
+// once, before userspace has matched its executable: a short-lived client
 // such as curl would otherwise finish its request before userspace could
-// select it. Userspace confirms or withdraws the selection on EVENT_EXEC.
+// select it. Userspace confirms or withdraws the selection on EVENT_EXEC,
+// whose payload is the path the kernel executed: by then /proc/PID/exe of
+// such a client may be gone already.
 SEC("tracepoint/sched/sched_process_exec")
-int process_exec(void *ctx)
+int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
 	if (!cfg_watch_exec)
 		return 0;
@@ -378,8 +394,13 @@ int process_exec(void *ctx)
 	__u8 provisional = 1;
 	bpf_map_update_elem(&targets, &tgid, &provisional, BPF_ANY);
 	struct event_buf *b = new_event(EVENT_EXEC, 0, -1, NULL);
-	if (b)
-		submit(b);
+	if (!b)
+		return 0;
+	// __data_loc: the low 16 bits are the string's offset in the record.
+	unsigned int off = ctx->__data_loc_filename & 0xFFFF;
+	long n = bpf_probe_read_kernel_str(b->data, PATH_MAX_CAPTURE, (void *)ctx + off);
+	b->hdr.captured = n > 1 ? n - 1 : 0; // without the NUL
+	submit_now(b);
 	return 0;
 }
 
@@ -401,7 +422,7 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 	if (!b)
 		return 0;
 	b->hdr.tgid = child_tgid;
-	submit(b);
+	submit_now(b);
 	return 0;
 }
 
@@ -415,7 +436,7 @@ int process_exit(void *ctx)
 	bpf_map_delete_elem(&targets, &tgid);
 	struct event_buf *b = new_event(EVENT_EXIT, 0, -1, NULL);
 	if (b)
-		submit(b);
+		submit_now(b);
 	return 0;
 }
 

@@ -35,31 +35,44 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 	srv := startGoServer(t)
 	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()))
 	during := sondePrograms(t, bpftool)
-	if len(during) < 20 {
-		t.Fatalf("expected sonde's programs to be loaded while it runs, bpftool shows %v", during)
+	var ready struct{ Probes int }
+	line := s.stderr.String()
+	line = line[strings.Index(line, `{"time"`):]
+	line, _, _ = strings.Cut(line, "\n")
+	if err := json.Unmarshal([]byte(line), &ready); err != nil || ready.Probes == 0 {
+		t.Fatalf("cannot read the probe count from %q: %v", line, err)
+	}
+	if len(during) < ready.Probes {
+		t.Fatalf("sonde says %d probes are attached, bpftool shows %d programs: %v", ready.Probes, len(during), during)
 	}
 	s.stop(t)
-	if after := sondePrograms(t, bpftool); len(after) != 0 {
-		t.Errorf("still loaded after exit: %v", after)
+	// By id: another sonde running on the machine must not confuse this.
+	after := sondePrograms(t, bpftool)
+	for id, name := range during {
+		if _, ok := after[id]; ok {
+			t.Errorf("program %d (%s) still loaded after exit", id, name)
+		}
 	}
 	if out := run(t, bpftool, "perf", "list"); strings.Contains(out, "enter_read") || strings.Contains(out, "exit_write") {
 		t.Errorf("perf events still attached after exit:\n%s", out)
 	}
 }
 
-// sondePrograms lists loaded programs with the names sonde gives its own.
-func sondePrograms(t *testing.T, bpftool string) []string {
+// sondePrograms lists loaded programs, by id, with the names sonde gives
+// its own.
+func sondePrograms(t *testing.T, bpftool string) map[int]string {
 	t.Helper()
 	var progs []struct {
+		ID   int    `json:"id"`
 		Name string `json:"name"`
 	}
 	if err := json.Unmarshal([]byte(run(t, bpftool, "-j", "prog", "show")), &progs); err != nil {
 		t.Fatal(err)
 	}
-	var out []string
+	out := map[int]string{}
 	for _, p := range progs {
 		if strings.HasPrefix(p.Name, "enter_") || strings.HasPrefix(p.Name, "exit_") || strings.HasPrefix(p.Name, "process_") {
-			out = append(out, p.Name)
+			out[p.ID] = p.Name
 		}
 	}
 	return out

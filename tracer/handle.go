@@ -34,7 +34,7 @@ func (t *Tracer) handle(raw []byte) {
 			t.closeConn(c)
 		}
 	case eventExec:
-		t.onExec(e)
+		t.onExec(e, string(data))
 	case eventExit:
 		t.onExit(e.Tgid)
 	case eventFork:
@@ -198,10 +198,15 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 }
 
 // onExec confirms or withdraws the kernel's provisional selection of a
-// process that just called execve.
-func (t *Tracer) onExec(e *socketEvent) {
+// process that just called execve. path is what the kernel executed, as
+// given to execve; /proc/PID/exe, which resolves symlinks, is tried too while
+// the process lives.
+func (t *Tracer) onExec(e *socketEvent, path string) {
 	delete(t.procs, e.Tgid) // exec replaced the program: re-read its identity
-	exe, ok := t.selector.matches(e.Tgid)
+	exe, ok := t.selector.matchPath(path)
+	if !ok {
+		exe, ok = t.selector.matches(e.Tgid)
+	}
 	if ok || t.explicit[e.Tgid] {
 		if !t.selected[e.Tgid] {
 			t.log.Info("tracing process", "pid", e.Tgid, "exe", exe)

@@ -41,7 +41,14 @@ func (s *selector) matches(pid uint32) (exe string, ok bool) {
 	if err != nil {
 		return "", false
 	}
-	exe = strings.TrimSuffix(exe, " (deleted)")
+	return s.matchPath(strings.TrimSuffix(exe, " (deleted)"))
+}
+
+// matchPath reports whether an executable path is selected.
+func (s *selector) matchPath(exe string) (string, bool) {
+	if exe == "" {
+		return "", false
+	}
 	for _, p := range s.patterns {
 		target := exe
 		if !strings.Contains(p, "/") {
