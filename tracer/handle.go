@@ -38,7 +38,9 @@ func (t *Tracer) handle(raw []byte) {
 	case eventExit:
 		t.onExit(e.Tgid)
 	case eventFork:
-		t.selected[e.Tgid] = true
+		if t.selected != nil { // the kernel sends none when tracing all
+			t.selected[e.Tgid] = true
+		}
 	default:
 		t.stats.unknownEvents.Add(1)
 	}

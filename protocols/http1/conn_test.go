@@ -672,3 +672,46 @@ func TestJoinMidStream(t *testing.T) {
 		t.Fatalf("want the POST/201 exchange once resynced, got %+v", out)
 	}
 }
+
+// In resync, a start line split over two reads is still found: Go's
+// net/http server reads the first byte of the next request on its own.
+func TestResyncStartSplitAcrossChunks(t *testing.T) {
+	c := NewConn(nil)
+	c.JoinMidStream()
+	var out []Exchange
+	for _, ch := range []struct {
+		dir  Direction
+		data string
+	}{
+		{Request, "G"},
+		{Request, "ET /after HTTP/1.1\r\nHost: x\r\n\r\n"},
+		{Response, "HTTP/1."},
+		{Response, "1 204 No Content\r\n\r\n"},
+	} {
+		var err error
+		out, err = c.Feed(ch.dir, Chunk{Data: []byte(ch.data), Size: len(ch.data), Start: 7, End: 8}, out)
+		if err != nil {
+			t.Fatalf("Feed(%q): %v", ch.data, err)
+		}
+	}
+	if len(out) != 1 || out[0].Request.Method != "GET" || out[0].Request.Target != "/after" || out[0].Response.StatusCode != 204 {
+		t.Fatalf("got %+v", out)
+	}
+	// A fragment that cannot begin a message is not kept.
+	c = NewConn(nil)
+	c.JoinMidStream()
+	out = out[:0]
+	for _, s := range []string{"X", "GET /no HTTP/1.1\r\nHost: x\r\n\r\n"} {
+		out, _ = c.Feed(Request, Chunk{Data: []byte(s), Size: len(s)}, out)
+	}
+	out, _ = c.Feed(Response, Chunk{Data: []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), Size: 38}, out)
+	if len(out) != 1 || out[0].Request.Target != "/no" {
+		t.Fatalf("a later chunk that starts a message must still be found: %+v", out)
+	}
+	if !couldStartMessage(Request, []byte("G")) || couldStartMessage(Request, []byte("XG")) || couldStartMessage(Request, []byte("GETX")) {
+		t.Fatal("couldStartMessage accepts what no start line begins with")
+	}
+	if !couldStartMessage(Response, []byte("HTTP/1.1 2")) || couldStartMessage(Response, []byte("HTTP/2")) {
+		t.Fatal("couldStartMessage for responses")
+	}
+}

@@ -98,13 +98,25 @@ func FuzzConn(f *testing.F) {
 			}
 			return ex
 		}
-		fresh := run(NewConn(l))
+		// Bit 1 of the first byte joins the connection mid-stream.
+		midStream := len(script) > 0 && script[0]&2 != 0
+		newConn := func() *Conn {
+			c := NewConn(l)
+			if midStream {
+				c.JoinMidStream()
+			}
+			return c
+		}
+		fresh := run(newConn())
 
 		// A reused Conn must behave exactly like a fresh one.
 		used := NewConn(l)
 		used.Feed(Request, Chunk{Data: []byte("GET /old HTTP/1.1\r\nHost: old\r\nContent-Length: 9\r\n\r\nabc")}, nil)
 		used.Feed(Response, Chunk{Data: []byte("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")}, nil)
 		used.Close(nil)
+		if midStream {
+			used.JoinMidStream()
+		}
 		if again := run(used); !reflect.DeepEqual(fresh, again) {
 			t.Fatalf("reused Conn diverged:\n%s", diff(again, fresh))
 		}
@@ -124,6 +136,9 @@ func checkBounds(t *testing.T, c *Conn) {
 		}
 		if cap(s.keep) > 2*nFields*c.lim.MaxValueBytes+64 {
 			t.Fatalf("keep buffer cap %d for MaxValueBytes %d", cap(s.keep), c.lim.MaxValueBytes)
+		}
+		if cap(s.hold) > maxResyncHold {
+			t.Fatalf("resync hold cap %d over %d", cap(s.hold), maxResyncHold)
 		}
 		if s.headBytes > c.lim.MaxHeadBytes {
 			t.Fatalf("head bytes %d over limit", s.headBytes)

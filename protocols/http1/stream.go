@@ -80,6 +80,11 @@ type stream struct {
 	truncBody bool
 	chunk     chunkLine
 
+	// hold keeps, in resync, a chunk too short to tell whether it starts a
+	// message (see couldStartMessage), with the Start stamp of that chunk.
+	hold      []byte
+	holdStart uint64
+
 	seq      uint64 // request: its queue entry; response: the request it answers
 	drop     bool   // response: unmatched, parse then forget
 	reqClose bool   // response: its request asked for close
@@ -112,10 +117,28 @@ func (c *Conn) feed(s *stream, ch Chunk) {
 	data := ch.Data
 	gap := max(ch.Size-len(data), 0)
 	if s.st == stResync {
+		start := ch.Start
+		if len(s.hold) > 0 {
+			// A new slice: hold must stay a few bytes, not grow to a chunk.
+			start = s.holdStart
+			data = append(append(make([]byte, 0, len(s.hold)+len(data)), s.hold...), data...)
+		}
 		if !s.looksLikeStart(data) {
+			// Go's net/http server keeps a 1-byte read pending on idle
+			// keep-alive connections, so a request may arrive as "G"
+			// then "ET / HTTP/1.1...": keep such a fragment for the next
+			// chunk. A gap after it would make the two not adjacent.
+			if gap == 0 && len(data) <= maxResyncHold && couldStartMessage(s.dir, data) {
+				s.hold = append(s.hold[:0], data...)
+				s.holdStart = start
+			} else {
+				s.hold = s.hold[:0]
+			}
 			return
 		}
 		s.reset()
+		s.hold = s.hold[:0]
+		s.chBeg = start
 	}
 	for len(data) > 0 {
 		var n int

@@ -151,6 +151,27 @@ var methods = [...]string{
 	"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
 }
 
+// maxResyncHold bounds the fragment kept in resync: "PROPPATCH " and
+// "HTTP/1.1 200" fit.
+const maxResyncHold = 16
+
+// couldStartMessage reports whether b, too short for LooksLikeRequest or
+// LooksLikeResponse to say yes, is the beginning of what they would accept.
+func couldStartMessage(dir Direction, b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	if dir == Response {
+		return len(b) < 12 && statusPrefixOK(b)
+	}
+	for _, m := range methods {
+		if len(b) <= len(m)+1 && string(b) == (m + " ")[:len(b)] {
+			return true
+		}
+	}
+	return false
+}
+
 // knownMethod returns the interned name of a method in methods, or "".
 func knownMethod(b []byte) string {
 	for _, m := range methods {
