@@ -24,7 +24,7 @@ volatile const __u32 cfg_capture_bytes = 4096;
 volatile const __u32 cfg_self_tgid = 0;
 volatile const __u8 cfg_trace_all = 0;
 volatile const __u8 cfg_watch_exec = 0;
-// Wake the reader only once this much is pending. A wakeup per event costs
+// Wake the reader when this much is pending. A wakeup per event would cost
 // the traced thread an irq_work and the reader a context switch per
 // request; userspace polls on a short timer instead.
 volatile const __u32 cfg_wakeup_bytes = 65536;
@@ -139,10 +139,16 @@ static __always_inline void submit_flags(struct event_buf *b, bool wake)
 	// store to and load from the map value.
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
+	// Wake the reader when this event makes the backlog cross the
+	// threshold, not for every event above it: a reader that fell behind
+	// is awake already, and a wakeup per event costs the traced thread an
+	// irq_work each (it tripled the server's overhead under overload).
+	__u64 size = sizeof(struct event) + n;
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (wake || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes)
+	if (wake || (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes))
 		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, b, sizeof(struct event) + n, flags)) {
+	if (bpf_ringbuf_output(&events, b, size, flags)) {
 		count(COUNTER_LOST);
 		remember_loss(b->hdr.sock);
 	} else

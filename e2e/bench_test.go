@@ -10,50 +10,86 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/sondehq/sonde/internal/otlptest"
 	"github.com/sondehq/sonde/internal/testutil"
 )
 
-// BenchmarkHTTPHello measures what tracing costs a Go net/http hello server
-// under wrk: untraced and traced rounds alternate in one run, so that the
-// machine's noise hits both sides alike. Spans go over OTLP/gRPC to a
-// receiver in this process, as they would to a collector.
+// BenchmarkHTTPHello measures what tracing costs a Go net/http hello server.
+// Untraced and traced rounds alternate in one run, so that the machine's
+// noise hits both sides alike. Spans go over OTLP/gRPC to a receiver in this
+// process, as they would to a collector.
 //
-// Reported per request: the throughput ratio traced/untraced, the server
-// CPU added by tracing, sonde's own CPU, and sonde's peak RSS.
+// Two loads, because they answer different questions:
+//   - closed loop, wrk as fast as it can (1 thread, 10 keep-alive
+//     connections): the throughput ratio traced/untraced, sonde's CPU per
+//     request and its peak RSS. On 2 cores sonde competes with the server
+//     and wrk, so the ratio includes sonde's own CPU.
+//   - open loop, a fixed rate for both sides: the server CPU that tracing
+//     adds per request. A Go server's CPU per request depends on how busy
+//     it is, so this is only comparable at the same request rate.
+//   - the kernel's own accounting of sonde's BPF programs (bpf_stats) over
+//     an open-loop round of its own: the socket path's cost per request,
+//     the hits of the unselected load generator included.
 func BenchmarkHTTPHello(b *testing.B) {
 	wrk := testutil.RequireTool(b, "wrk")
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
 	const rounds = 3
-	duration := 5 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("SONDE_BENCH_DURATION")); err == nil {
-		duration = d
+	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
+	rate := 10000
+	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_RATE")); err == nil {
+		rate = r
 	}
-	var base, traced runStats
-	var sondeCPU time.Duration
+	var closedBase, closedTraced, openBase, openTraced runStats
+	var sondeClosed, sondeOpen, bpfOpen time.Duration
+	var bpfRequests int64
 	var sondeRSS int64
 	for range b.N {
 		for range rounds {
-			base.add(benchRound(b, wrk, duration, false, nil, nil))
-			var cpu time.Duration
-			var rss int64
-			traced.add(benchRound(b, wrk, duration, true, &cpu, &rss))
-			sondeCPU += cpu
-			sondeRSS = max(sondeRSS, rss)
+			closedBase.add(benchRound(b, duration, false, wrkLoad(wrk), nil))
+			var t tracedStats
+			closedTraced.add(benchRound(b, duration, true, wrkLoad(wrk), &t))
+			sondeClosed += t.cpu
+			sondeRSS = max(sondeRSS, t.rss)
+
+			openBase.add(benchRound(b, duration, false, rateLoad(rate), nil))
+			t = tracedStats{}
+			openTraced.add(benchRound(b, duration, true, rateLoad(rate), &t))
+			sondeOpen += t.cpu
+			sondeRSS = max(sondeRSS, t.rss)
+
+			// BPF run-time accounting costs every program run a little:
+			// a round of its own, kept out of the CPU figures above.
+			t = tracedStats{bpfStats: true}
+			statsRound := benchRound(b, duration, true, rateLoad(rate), &t)
+			bpfOpen += t.bpf
+			bpfRequests += statsRound.requests
+			sondeRSS = max(sondeRSS, t.rss)
 		}
 	}
-	ratio := traced.rate() / base.rate()
-	added := traced.cpuPerReq() - base.cpuPerReq()
-	own := float64(sondeCPU.Microseconds()) / float64(traced.requests)
-	b.ReportMetric(ratio, "throughput_ratio")
-	b.ReportMetric(base.rate(), "untraced_req/s")
-	b.ReportMetric(traced.rate(), "traced_req/s")
-	b.ReportMetric(added, "server_µs_added/req")
-	b.ReportMetric(own, "sonde_µs/req")
+	b.ReportMetric(closedTraced.rate()/closedBase.rate(), "throughput_ratio")
+	b.ReportMetric(closedBase.rate(), "untraced_req/s")
+	b.ReportMetric(closedTraced.rate(), "traced_req/s")
+	b.ReportMetric(perReq(sondeClosed, closedTraced.requests), "sonde_µs/req_at_max")
+	b.ReportMetric(openTraced.cpuPerReq()-openBase.cpuPerReq(), "server_µs_added/req")
+	b.ReportMetric(openBase.cpuPerReq(), "server_µs/req_untraced")
+	b.ReportMetric(perReq(bpfOpen, bpfRequests), "bpf_µs/req")
+	b.ReportMetric(perReq(sondeOpen, openTraced.requests), "sonde_µs/req")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
-	b.ReportMetric(0, "ns/op") // wall time of the whole run says nothing
+	b.ReportMetric(0, "ns/op") // the wall time of the whole run says nothing
 }
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
+}
+
+func perReq(d time.Duration, n int64) float64 { return float64(d.Microseconds()) / float64(n) }
 
 type runStats struct {
 	requests int64
@@ -67,14 +103,54 @@ func (r *runStats) add(o runStats) {
 	r.cpu += o.cpu
 }
 
-func (r runStats) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
-func (r runStats) cpuPerReq() float64 {
-	return float64(r.cpu.Microseconds()) / float64(r.requests)
+func (r runStats) rate() float64      { return float64(r.requests) / r.elapsed.Seconds() }
+func (r runStats) cpuPerReq() float64 { return perReq(r.cpu, r.requests) }
+
+type tracedStats struct {
+	bpfStats bool          // measure BPF run time (kernel.bpf_stats_enabled)
+	cpu      time.Duration // sonde's CPU
+	rss      int64         // sonde's peak RSS
+	bpf      time.Duration // run time of sonde's programs, all processes' hits
 }
+
+// A load sends requests to addr for d and says how many succeeded in how
+// long.
+type load func(b *testing.B, addr string, d time.Duration) (int64, time.Duration)
 
 var wrkRequests = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(m?s)`)
 
-func benchRound(b *testing.B, wrk string, d time.Duration, trace bool, sondeCPU *time.Duration, sondeRSS *int64) runStats {
+func wrkLoad(wrk string) load {
+	return func(b *testing.B, addr string, d time.Duration) (int64, time.Duration) {
+		out := run(b, wrk, "-t1", "-c10", fmt.Sprintf("-d%ds", int(d.Seconds())), "http://"+addr+"/hello")
+		m := wrkRequests.FindStringSubmatch(out)
+		if m == nil || strings.Contains(out, "Non-2xx") || strings.Contains(out, "Socket errors") {
+			b.Fatalf("wrk:\n%s", out)
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		elapsed, _ := time.ParseDuration(m[2] + m[3])
+		return n, elapsed
+	}
+}
+
+var rategenLine = regexp.MustCompile(`^ok (\d+) failed (\d+) late (\d+) seconds ([0-9.]+)`)
+
+func rateLoad(rate int) load {
+	return func(b *testing.B, addr string, d time.Duration) (int64, time.Duration) {
+		out := run(b, bins.rategen, "-addr", addr, "-rate", strconv.Itoa(rate), "-duration", d.String())
+		m := rategenLine.FindStringSubmatch(out)
+		if m == nil {
+			b.Fatalf("rategen:\n%s", out)
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		secs, _ := strconv.ParseFloat(m[4], 64)
+		if want := int64(float64(rate) * d.Seconds() * 0.95); n < want {
+			b.Fatalf("rategen reached %d requests, want at least %d: the machine cannot hold %d req/s", n, want, rate)
+		}
+		return n, time.Duration(secs * float64(time.Second))
+	}
+}
+
+func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tracedStats) runStats {
 	b.Helper()
 	srv := startGoServer(b)
 	defer srv.cmd.Process.Kill()
@@ -91,25 +167,38 @@ func benchRound(b *testing.B, wrk string, d time.Duration, trace bool, sondeCPU 
 	if err != nil {
 		b.Fatal(err)
 	}
-	out := run(b, wrk, "-t1", "-c10", fmt.Sprintf("-d%ds", int(d.Seconds())), "http://"+srv.addr+"/hello")
+	var sonde0, bpf0 time.Duration
+	if trace {
+		if sonde0, err = procCPU(s.cmd.Process.Pid); err != nil {
+			b.Fatal(err)
+		}
+		if traced.bpfStats {
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				b.Fatalf("enable BPF run-time stats: %v", err)
+			}
+			defer stats.Close()
+			bpf0 = sondeRunTime(b)
+		}
+	}
+	n, elapsed := send(b, srv.addr, d)
+	if trace && traced.bpfStats {
+		traced.bpf = sondeRunTime(b) - bpf0
+	}
 	cpu1, err := procCPU(srv.pid())
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := wrkRequests.FindStringSubmatch(out)
-	if m == nil {
-		b.Fatalf("cannot read wrk's output:\n%s", out)
-	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
-	elapsed, _ := time.ParseDuration(m[2] + m[3])
-	if strings.Contains(out, "Non-2xx") || strings.Contains(out, "Socket errors") {
-		b.Fatalf("wrk saw errors:\n%s", out)
-	}
 	if trace {
-		if *sondeCPU, err = procCPU(s.cmd.Process.Pid); err != nil {
+		// Let sonde finish the backlog of this round before reading its
+		// CPU: the work is the requests', whenever it is done.
+		time.Sleep(500 * time.Millisecond)
+		sonde1, err := procCPU(s.cmd.Process.Pid)
+		if err != nil {
 			b.Fatal(err)
 		}
-		if *sondeRSS, err = peakRSS(s.cmd.Process.Pid); err != nil {
+		traced.cpu = sonde1 - sonde0
+		if traced.rss, err = peakRSS(s.cmd.Process.Pid); err != nil {
 			b.Fatal(err)
 		}
 		r := s.stop(b)
@@ -119,6 +208,31 @@ func benchRound(b *testing.B, wrk string, d time.Duration, trace bool, sondeCPU 
 		}
 	}
 	return runStats{requests: n, elapsed: elapsed, cpu: cpu1 - cpu0}
+}
+
+// sondeRunTime sums the kernel-measured run time of the loaded programs
+// named as sonde names its own.
+func sondeRunTime(b *testing.B) time.Duration {
+	var total time.Duration
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return total
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		if err == nil && (strings.HasPrefix(info.Name, "exit_") || strings.HasPrefix(info.Name, "enter_") || strings.HasPrefix(info.Name, "process_")) {
+			if st, err := p.Stats(); err == nil {
+				total += st.Runtime
+			}
+		}
+		p.Close()
+	}
 }
 
 // procCPU is the user+system CPU time of a process, all threads.

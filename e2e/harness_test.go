@@ -21,8 +21,8 @@ import (
 
 // Binaries built once per test run by TestMain.
 var bins struct {
-	dir                       string
-	sonde, goserver, goclient string
+	dir                                string
+	sonde, goserver, goclient, rategen string
 }
 
 func TestMain(m *testing.M) {
@@ -35,10 +35,12 @@ func TestMain(m *testing.M) {
 	bins.sonde = filepath.Join(dir, "sonde")
 	bins.goserver = filepath.Join(dir, "goserver")
 	bins.goclient = filepath.Join(dir, "goclient")
+	bins.rategen = filepath.Join(dir, "rategen")
 	for out, pkg := range map[string]string{
 		bins.sonde:    "../cmd/sonde",
 		bins.goserver: "./testdata/goserver",
 		bins.goclient: "./testdata/goclient",
+		bins.rategen:  "./testdata/rategen",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
