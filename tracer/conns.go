@@ -54,14 +54,15 @@ type conn struct {
 // or a flood of sockets the least recently used connection is evicted.
 type connTable struct {
 	byKey   map[connKey]*conn
-	lru     *list.List // front = most recently used
+	perProc map[uint32]int // connections per tgid: most exiting processes have none
+	lru     *list.List     // front = most recently used
 	max     int
 	limits  *http1.Limits
 	evicted uint64
 }
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
-	return &connTable{byKey: make(map[connKey]*conn), lru: list.New(), max: max, limits: limits}
+	return &connTable{byKey: make(map[connKey]*conn), perProc: make(map[uint32]int), lru: list.New(), max: max, limits: limits}
 }
 
 func (t *connTable) get(k connKey) *conn {
@@ -91,6 +92,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	c.localAddr, c.remoteAddr = c.local.Addr().String(), c.remote.Addr().String()
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
+	t.perProc[c.key.tgid]++
 	return evicted
 }
 
@@ -98,12 +100,19 @@ func (t *connTable) remove(c *conn) {
 	if t.byKey[c.key] == c {
 		delete(t.byKey, c.key)
 		t.lru.Remove(c.elem)
+		if t.perProc[c.key.tgid]--; t.perProc[c.key.tgid] <= 0 {
+			delete(t.perProc, c.key.tgid)
+		}
 	}
 }
 
 // ofProcess returns the connections of tgid.
 func (t *connTable) ofProcess(tgid uint32) []*conn {
-	var out []*conn
+	n := t.perProc[tgid]
+	if n == 0 {
+		return nil
+	}
+	out := make([]*conn, 0, n)
 	for k, c := range t.byKey {
 		if k.tgid == tgid {
 			out = append(out, c)

@@ -176,3 +176,34 @@ func TestRoleString(t *testing.T) {
 		}
 	}
 }
+
+// The per-process count stays exact through add, replace, evict and remove,
+// so that ofProcess can answer "none" without a scan.
+func TestConnTablePerProcessCount(t *testing.T) {
+	tab := newConnTable(3, nil)
+	mk := func(tgid uint32, fd int32) *conn { return &conn{key: connKey{tgid, fd}} }
+	a, b := mk(1, 3), mk(1, 4)
+	tab.add(a)
+	tab.add(b)
+	tab.add(mk(2, 3))
+	if got := len(tab.ofProcess(1)); got != 2 || tab.perProc[1] != 2 {
+		t.Fatalf("process 1: %d conns, count %d", got, tab.perProc[1])
+	}
+	tab.add(mk(3, 3)) // evicts a, the least recently used
+	if tab.perProc[1] != 1 || len(tab.ofProcess(1)) != 1 {
+		t.Fatalf("after eviction: count %d", tab.perProc[1])
+	}
+	tab.add(mk(1, 4)) // replaces b: same key
+	if tab.perProc[1] != 1 {
+		t.Fatalf("after replacing: count %d", tab.perProc[1])
+	}
+	for _, c := range tab.ofProcess(1) {
+		tab.remove(c)
+	}
+	if _, ok := tab.perProc[1]; ok || tab.ofProcess(1) != nil {
+		t.Fatalf("process 1 still counted: %v", tab.perProc)
+	}
+	if len(tab.perProc) != 2 || tab.len() != 2 {
+		t.Fatalf("counts %v for %d conns", tab.perProc, tab.len())
+	}
+}
