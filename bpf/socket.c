@@ -29,6 +29,13 @@ volatile const __u8 cfg_watch_exec = 0;
 // request; userspace polls on a short timer instead.
 volatile const __u32 cfg_wakeup_bytes = 65536;
 
+// Written by userspace while the programs run: 0 until every program is
+// attached and again before any is detached, so that tracing starts and
+// stops at one instant for all syscalls. Attached one by one, the read
+// probe could see a request whose response the write probe misses, or the
+// other way round, and report an exchange that never happened.
+volatile __u32 running = 0;
+
 static __always_inline void count(__u32 which)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &which);
@@ -38,6 +45,8 @@ static __always_inline void count(__u32 which)
 
 static __always_inline bool selected(__u32 tgid)
 {
+	if (!running)
+		return false;
 	if (tgid == cfg_self_tgid)
 		return false; // never trace our own export traffic
 	if (cfg_trace_all)
@@ -394,7 +403,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
-	if (!cfg_watch_exec)
+	if (!cfg_watch_exec || !running)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u8 provisional = 1;

@@ -114,9 +114,15 @@ func TestDoctorReportsPlatform(t *testing.T) {
 func TestDemoShowsTraces(t *testing.T) {
 	requireTracing(t)
 	testutil.RequireTool(t, "python3")
-	out, err := exec.Command(bins.sonde, "demo", "--duration", "4s").Output()
+	var stderr strings.Builder
+	cmd := exec.Command(bins.sonde, "demo", "--duration", "4s")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("sonde demo: %v\n%s", err, out)
+		t.Fatalf("sonde demo: %v\n%s\n%s", err, out, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "parse_errors_total=0 ") {
+		t.Errorf("the demo's clean traffic gave parse errors:\n%s", tail(stderr.String(), 5))
 	}
 	text := string(out)
 	for _, want := range []string{

@@ -37,6 +37,7 @@ func TestPythonServerCurlClient(t *testing.T) {
 	run(t, curl, "-sS", "-o", "/dev/null", "http://"+addr+"/missing")
 	r := s.stop(t)
 
+	wantNoParseErrors(t, r)
 	servers := filter(r.spans, func(s span) bool { return s.Kind == "server" })
 	clients := filter(r.spans, func(s span) bool { return s.Kind == "client" })
 	if len(servers) != 2 || len(clients) != 2 {
@@ -101,6 +102,7 @@ func TestGoServerAndClient(t *testing.T) {
 	run(t, bins.goclient, "-url", "http://"+srv.addr+"/status/503", "-n", "1")
 	r := s.stop(t)
 
+	wantNoParseErrors(t, r)
 	servers := filter(r.spans, func(s span) bool { return s.Kind == "server" })
 	clients := filter(r.spans, func(s span) bool { return s.Kind == "client" })
 	if len(servers) != 6 || len(clients) != 6 {
@@ -233,6 +235,7 @@ func TestSplitAndPipelined(t *testing.T) {
 	c.Close()
 	r := s.stop(t)
 
+	wantNoParseErrors(t, r)
 	servers := filter(r.spans, func(s span) bool { return s.Kind == "server" })
 	if len(servers) != 6 {
 		t.Fatalf("want 6 server spans, got %d:\n%v", len(servers), r.spans)
@@ -356,6 +359,15 @@ func TestConnectionOpenedBeforeAttach(t *testing.T) {
 	// One long-lived connection, seen from both ends.
 	if n := len(distinct(servers, "network.peer.port")); n != 1 {
 		t.Errorf("want one connection, server saw %d", n)
+	}
+}
+
+// wantNoParseErrors: clean traffic, start and stop included, must not be
+// counted as garbage.
+func wantNoParseErrors(t *testing.T, r sondeResult) {
+	t.Helper()
+	if n := r.stat("parse_errors_total"); n != 0 {
+		t.Errorf("%v parse errors on clean traffic: %v", n, r.stats["parse_errors"])
 	}
 }
 

@@ -74,6 +74,7 @@ const (
 	socketVarCfgTraceAll     = "cfg_trace_all"
 	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
 	socketVarCfgWatchExec    = "cfg_watch_exec"
+	socketVarRunning         = "running"
 )
 
 // loadSocket returns the embedded CollectionSpec for socket.
@@ -159,6 +160,7 @@ type socketVariableSpecs struct {
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.VariableSpec `ebpf:"cfg_watch_exec"`
+	Running         *ebpf.VariableSpec `ebpf:"running"`
 }
 
 // socketObjects contains all objects after they have been loaded into the kernel.
@@ -209,6 +211,7 @@ type socketVariables struct {
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.Variable `ebpf:"cfg_watch_exec"`
+	Running         *ebpf.Variable `ebpf:"running"`
 }
 
 // socketPrograms contains all programs after they have been loaded into the kernel.

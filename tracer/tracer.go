@@ -212,6 +212,23 @@ func (t *Tracer) attach() error {
 		}
 		t.links = append(t.links, l)
 	}
+	return t.setRunning(true)
+}
+
+// setRunning switches every program on or off at once (see running in
+// bpf/socket.c).
+func (t *Tracer) setRunning(on bool) error {
+	v, ok := t.coll.Variables["running"]
+	if !ok {
+		return fmt.Errorf("bpf object has no variable running")
+	}
+	var val uint32
+	if on {
+		val = 1
+	}
+	if err := v.Set(val); err != nil {
+		return fmt.Errorf("switch probes on or off: %w", err)
+	}
 	return nil
 }
 
@@ -281,6 +298,9 @@ func (t *Tracer) drain(rec *ringbuf.Record) {
 }
 
 func (t *Tracer) detach() {
+	if t.coll != nil && len(t.links) > 0 {
+		_ = t.setRunning(false) // best effort: detaching follows anyway
+	}
 	for _, l := range t.links {
 		l.Close()
 	}
