@@ -28,6 +28,7 @@ import (
 type Tracer struct {
 	opts   Options
 	log    *slog.Logger
+	spec   *ebpf.CollectionSpec // as loaded: attach reads its section names
 	coll   *ebpf.Collection
 	links  []link.Link
 	reader *ringbuf.Reader
@@ -157,6 +158,7 @@ func (t *Tracer) load() error {
 	}
 	spec.Maps["scratch"].MaxEntries = uint32(cpus)
 
+	t.spec = spec
 	t.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
 		var ve *ebpf.VerifierError
@@ -187,16 +189,13 @@ var essential = map[string]bool{
 }
 
 func (t *Tracer) attach() error {
-	spec, err := loadSocket()
-	if err != nil {
-		return err
-	}
-	for name, ps := range spec.Programs {
+	for name, ps := range t.spec.Programs {
 		group, event, ok := tracepointOf(ps.SectionName)
 		if !ok {
 			return fmt.Errorf("program %s: unexpected section %q", name, ps.SectionName)
 		}
 		var l link.Link
+		var err error
 		if group == "" {
 			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: t.coll.Programs[name]})
 		} else {
