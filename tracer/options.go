@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
 )
 
@@ -21,7 +22,13 @@ type Options struct {
 	// globs (path.Match syntax). A pattern without a slash matches the
 	// executable's base name. New processes are matched as they exec.
 	Exe []string
-	// With neither PIDs nor Exe, every process but sonde itself is traced.
+	// Select and Exclude are selector rules (see discover.Rule): a process
+	// is traced when it matches a Select rule, an Exe glob or PIDs, and no
+	// Exclude rule. Excluding wins over PIDs.
+	Select  []discover.Rule
+	Exclude []discover.Rule
+	// With no PIDs, Exe or Select, every process but sonde itself (and the
+	// excluded) is traced.
 
 	// CaptureBytes bounds the payload copied per syscall. Default 4096.
 	CaptureBytes int

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"maps"
+	"time"
 )
 
 // Stats are the tracer's counters since it started.
@@ -24,6 +25,23 @@ type Stats struct {
 	Resyncs       uint64            // connections restarted after lost events
 	LostExchanges uint64            // exchanges given up because their events were lost
 	UnknownEvents uint64
+
+	// Processes is the number of processes traced now. When every process
+	// is traced it counts those sonde has seen traffic from.
+	Processes int
+	// AttachFailures counts probes that could not be attached; what they
+	// would have seen is missing.
+	AttachFailures uint64
+	// RingBufferSize and RingBufferPending give the ring buffer's fill: the
+	// bytes written by the kernel and not yet read.
+	RingBufferSize, RingBufferPending int
+	// Attached counts processes selected after sonde started (at exec or
+	// by a rescan); AttachDelaySum and AttachDelayMax measure, for them,
+	// the time from the exec (or the rescan that found them) to the moment
+	// userspace confirmed the selection.
+	Attached       uint64
+	AttachDelaySum time.Duration
+	AttachDelayMax time.Duration
 }
 
 // Stats returns a snapshot of the counters. Connection figures are only

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sondehq/sonde/tracer"
+	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/features"
 )
@@ -24,6 +25,8 @@ import (
 type traceConfig struct {
 	pids         pidList
 	exes         stringList
+	selects      ruleList
+	excludes     ruleList
 	output       string
 	captureBytes int
 	ringBuffer   byteSize
@@ -37,6 +40,8 @@ type traceConfig struct {
 func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.pids, "pid", "trace this process id (repeatable, or comma-separated)")
 	fs.Var(&c.exes, "exe", "trace processes whose executable matches this glob (repeatable); without --pid or --exe every process is traced")
+	fs.Var(&c.selects, "select", "trace processes matching this rule (repeatable): comma-separated key=value with keys exe, cmdline, port, cgroup, container, otel_service_name; e.g. exe=/usr/bin/python3*,port=8080")
+	fs.Var(&c.excludes, "exclude", "never trace processes matching this rule (repeatable; same form as --select); wins over every selection")
 	fs.StringVar(&c.output, "output", "", "where spans go: otlp, text or json (default: otlp when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set, else text)")
 	fs.IntVar(&c.captureBytes, "capture-bytes", 4096, fmt.Sprintf("payload bytes captured per syscall (64..%d); enough for request and status lines and headers", tracer.MaxCaptureBytes))
 	c.ringBuffer = 8 << 20
@@ -138,6 +143,8 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	t, err := tracer.New(&tracer.Options{
 		PIDs:            cfg.pids,
 		Exe:             cfg.exes,
+		Select:          cfg.selects,
+		Exclude:         cfg.excludes,
 		CaptureBytes:    cfg.captureBytes,
 		RingBufferBytes: int(cfg.ringBuffer),
 		MaxConns:        cfg.maxConns,
@@ -234,6 +241,26 @@ func (p *pidList) Set(s string) error {
 		}
 		*p = append(*p, n)
 	}
+	return nil
+}
+
+// ruleList is a repeatable selector rule (see discover.ParseRule).
+type ruleList []discover.Rule
+
+func (l *ruleList) String() string {
+	parts := make([]string, len(*l))
+	for i, r := range *l {
+		parts[i] = r.String()
+	}
+	return strings.Join(parts, " ")
+}
+
+func (l *ruleList) Set(s string) error {
+	r, err := discover.ParseRule(s)
+	if err != nil {
+		return err
+	}
+	*l = append(*l, r)
 	return nil
 }
 
