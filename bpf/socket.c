@@ -398,8 +398,32 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 // once, before userspace has matched its executable: a short-lived client
 // such as curl would otherwise finish its request before userspace could
 // select it. Userspace confirms or withdraws the selection on EVENT_EXEC,
-// whose payload is the path the kernel executed: by then /proc/PID/exe of
-// such a client may be gone already.
+// whose payload is the path the kernel executed and the start of the new
+// argv: by then /proc/PID of such a client may be gone already, and command
+// line selectors still need an answer.
+// read_args copies the start of the current task's argv, which exec has
+// just laid out on the new stack, so the pages are present and a
+// non-sleepable read succeeds.
+static __always_inline __u32 read_args(__u8 *dst)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	unsigned long start = BPF_CORE_READ(task, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(task, mm, arg_end);
+	if (end <= start)
+		return 0;
+	__u64 len = end - start;
+	if (len > ARGS_MAX_CAPTURE)
+		len = ARGS_MAX_CAPTURE;
+	// The verifier must see the bound on the register passed to the helper.
+	// Without this barrier clang tests a truncated copy and passes the
+	// unbounded original, and the program is rejected.
+	asm volatile("" : "+r"(len));
+	len &= 2 * ARGS_MAX_CAPTURE - 1;
+	if (bpf_probe_read_user(dst, len, (void *)start) < 0)
+		return 0;
+	return len;
+}
+
 SEC("tracepoint/sched/sched_process_exec")
 int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 {
@@ -414,7 +438,10 @@ int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 	// __data_loc: the low 16 bits are the string's offset in the record.
 	unsigned int off = ctx->__data_loc_filename & 0xFFFF;
 	long n = bpf_probe_read_kernel_str(b->data, PATH_MAX_CAPTURE, (void *)ctx + off);
-	b->hdr.captured = n > 1 ? n - 1 : 0; // without the NUL
+	if (n < 1)
+		n = 1; // an empty path, still NUL-terminated below
+	b->data[(n - 1) & (2 * PATH_MAX_CAPTURE - 1)] = 0;
+	b->hdr.captured = n + read_args(b->data + (n & (2 * PATH_MAX_CAPTURE - 1)));
 	submit_now(b);
 	return 0;
 }

@@ -1,14 +1,17 @@
 package tracer
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/cilium/ebpf"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/tracer/discover"
 )
 
 // handle dispatches one ring-buffer record. It runs on the event loop only.
@@ -34,9 +37,9 @@ func (t *Tracer) handle(raw []byte) {
 			t.closeConn(c)
 		}
 	case eventExec:
-		t.onExec(e, string(data))
+		t.onExec(e, data)
 	case eventExit:
-		t.onExit(e.Tgid)
+		t.onExit(e.Tgid, t.sinceMono(e.Ts))
 	case eventFork:
 		if t.selected != nil { // the kernel sends none when tracing all
 			t.selected[e.Tgid] = true
@@ -131,7 +134,7 @@ func (t *Tracer) parseError(c *conn, err error) {
 	t.stats.mu.Lock()
 	t.stats.parseErrors[reason]++
 	t.stats.mu.Unlock()
-	t.log.Debug("parse error", "pid", c.key.tgid, "fd", c.key.fd, "reason", reason, "error", err)
+	t.log.Debug("parse error", "pid", c.key.tgid, "exe", c.proc.exe, "fd", c.key.fd, "reason", reason, "error", err)
 }
 
 // restartAfterLoss forgets what was parsed on a connection whose events the
@@ -200,18 +203,17 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 }
 
 // onExec confirms or withdraws the kernel's provisional selection of a
-// process that just called execve. path is what the kernel executed, as
-// given to execve; /proc/PID/exe, which resolves symlinks, is tried too while
-// the process lives.
-func (t *Tracer) onExec(e *socketEvent, path string) {
+// process that just called execve. The payload is the path the kernel
+// executed and the start of the new argv, so that a process gone before
+// this runs is still decided on what it was.
+func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	delete(t.procs, e.Tgid) // exec replaced the program: re-read its identity
-	exe, ok := t.selector.matchPath(path)
-	if !ok {
-		exe, ok = t.selector.matches(e.Tgid)
-	}
-	if ok || t.explicit[e.Tgid] {
+	delete(t.rejected, e.Tgid)
+	path, args, _ := bytes.Cut(payload, []byte{0})
+	p, ok, reason := t.selection.decideExec(e.Tgid, string(path), discover.ParseCmdline(args))
+	if ok || t.explicit[e.Tgid] && !t.excluded(p) {
 		if !t.selected[e.Tgid] {
-			t.log.Info("tracing process", "pid", e.Tgid, "exe", exe)
+			t.noteAttached(e.Tgid, p.Exe, reason, t.sinceMono(e.Ts))
 		}
 		t.selected[e.Tgid] = true
 		t.process(e.Tgid, e.command())
@@ -222,28 +224,78 @@ func (t *Tracer) onExec(e *socketEvent, path string) {
 		for _, c := range t.conns.ofProcess(e.Tgid) {
 			t.abandon(c)
 		}
+		t.log.Info("process no longer traced", "pid", e.Tgid, "exe", p.Exe, "reason", reason)
 	}
+	t.reject(e.Tgid)
 	delete(t.selected, e.Tgid)
-	if err := t.coll.Maps["targets"].Delete(e.Tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		t.log.Warn("cannot withdraw provisional selection", "pid", e.Tgid, "error", err)
+	if err := t.targets.Delete(e.Tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.log.Warn("cannot withdraw provisional selection", "pid", e.Tgid, "exe", p.Exe, "error", err)
 	}
 }
 
-func (t *Tracer) onExit(tgid uint32) {
+// excluded reports whether an exclude rule matches p.
+func (t *Tracer) excluded(p *discover.Process) bool {
+	for _, r := range t.selection.rules.Exclude {
+		if ok, _ := r.Match(p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// reject remembers a decision not to trace, so rescans skip the process
+// unless what it is judged on can change.
+func (t *Tracer) reject(pid uint32) {
+	if !t.selection.mutable() {
+		t.rejected[pid] = true
+	}
+}
+
+// noteAttached records that a process became a target, and how long after
+// its exec (or the rescan that found it) userspace confirmed it.
+func (t *Tracer) noteAttached(pid uint32, exe, reason string, delay time.Duration) {
+	t.stats.attached.Add(1)
+	t.stats.attachDelaySum.Add(int64(delay))
+	for {
+		old := t.stats.attachDelayMax.Load()
+		if int64(delay) <= old || t.stats.attachDelayMax.CompareAndSwap(old, int64(delay)) {
+			break
+		}
+	}
+	t.log.Info("tracing process", "pid", pid, "exe", exe, "reason", reason, "delay", delay.Round(time.Microsecond))
+}
+
+// sinceMono is the time elapsed since a kernel CLOCK_MONOTONIC stamp.
+func (t *Tracer) sinceMono(ts uint64) time.Duration {
+	var now unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &now); err != nil || uint64(now.Nano()) < ts {
+		return 0
+	}
+	return time.Duration(uint64(now.Nano()) - ts)
+}
+
+// onExit lets go of a process that exited; delay is how long after the exit
+// that happened, for the log.
+func (t *Tracer) onExit(tgid uint32, delay time.Duration) {
 	for _, c := range t.conns.ofProcess(tgid) {
 		t.closeConn(c)
 	}
+	var exe string
+	if p := t.procs[tgid]; p != nil {
+		exe = p.exe
+	}
 	delete(t.procs, tgid)
 	delete(t.listen, tgid)
+	delete(t.rejected, tgid)
 	if t.selected != nil {
 		delete(t.selected, tgid)
 		delete(t.explicit, tgid)
-		t.log.Info("process exited", "pid", tgid)
+		t.log.Info("process exited", "pid", tgid, "exe", exe, "delay", delay.Round(time.Microsecond))
 	}
 }
 
 func (t *Tracer) addTarget(pid uint32) error {
-	if err := t.coll.Maps["targets"].Put(pid, uint8(1)); err != nil {
+	if err := t.targets.Put(pid, uint8(1)); err != nil {
 		return fmt.Errorf("add pid %d to targets: %w", pid, err)
 	}
 	t.selected[pid] = true
@@ -253,33 +305,75 @@ func (t *Tracer) addTarget(pid uint32) error {
 // selectInitial fills the target map before any probe is attached.
 func (t *Tracer) selectInitial() error {
 	for _, pid := range t.opts.PIDs {
+		t.explicit[uint32(pid)] = true
+	}
+	if !t.selection.enabled() {
+		return nil
+	}
+	pids, err := discover.Scan(t.opts.ProcRoot)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		p := t.selection.inspect(uint32(pid))
+		ok, reason := t.selection.decide(p)
+		if !ok {
+			t.reject(uint32(pid))
+			continue
+		}
 		if err := t.addTarget(uint32(pid)); err != nil {
 			return err
 		}
-		t.explicit[uint32(pid)] = true
+		t.log.Info("tracing process", "pid", pid, "exe", p.Exe, "reason", reason)
 	}
-	if t.selector.enabled() {
-		for _, pid := range t.selector.scan() {
-			if pid == uint32(os.Getpid()) {
-				continue
-			}
-			if err := t.addTarget(pid); err != nil {
-				return err
-			}
-			t.log.Info("tracing process", "pid", pid)
+	for pid := range t.explicit {
+		if !t.selected[pid] {
+			t.log.Warn("process given by --pid is excluded by a rule", "pid", pid)
 		}
 	}
 	return nil
 }
 
-func (t *Tracer) targetDescription() string {
-	switch {
-	case len(t.opts.PIDs) > 0 && t.selector.enabled():
-		return fmt.Sprintf("pids %v and exe %v", t.opts.PIDs, t.opts.Exe)
-	case len(t.opts.PIDs) > 0:
-		return fmt.Sprintf("pids %v", t.opts.PIDs)
-	case t.selector.enabled():
-		return fmt.Sprintf("exe %v", t.opts.Exe)
+// rescan selects running processes that became targets without an exec the
+// kernel reported: one that opened the listening port a rule names, one
+// whose exec event was lost, or the child of a process selected late.
+// Processes rejected on facts that cannot change are not read again.
+func (t *Tracer) rescan() {
+	if !t.selection.watchExec() {
+		return
 	}
-	return "all processes"
+	began := time.Now()
+	pids, err := discover.Scan(t.opts.ProcRoot)
+	if err != nil {
+		t.log.Warn("cannot list processes", "error", err)
+		return
+	}
+	live := make(map[uint32]bool, len(pids))
+	for _, pid := range pids {
+		id := uint32(pid)
+		live[id] = true
+		if t.selected[id] || t.rejected[id] {
+			continue
+		}
+		p := t.selection.inspect(id)
+		ok, reason := t.selection.decide(p)
+		if !ok {
+			t.reject(id)
+			continue
+		}
+		if err := t.addTarget(id); err != nil {
+			t.log.Warn("cannot select process", "pid", id, "exe", p.Exe, "error", err)
+			continue
+		}
+		t.noteAttached(id, p.Exe, reason, time.Since(began))
+	}
+	for pid := range t.rejected {
+		if !live[pid] {
+			delete(t.rejected, pid)
+		}
+	}
+}
+
+func (t *Tracer) targetDescription() string {
+	return t.selection.describe()
 }

@@ -20,15 +20,16 @@ func handTracer(t *testing.T, fp *fakeProc, maxConns int) (*Tracer, *collectSink
 		t.Fatal(err)
 	}
 	tr := &Tracer{
-		opts:     Options{Sink: sink, ProcRoot: fp.root, MaxConns: maxConns},
-		log:      slog.New(slog.DiscardHandler),
-		clock:    clock{offset: 1_700_000_000_000_000_000},
-		ids:      newIDSource(),
-		host:     "test-host",
-		conns:    newConnTable(maxConns, nil),
-		procs:    make(map[uint32]*process),
-		listen:   make(map[uint32]listenCache),
-		selector: sel,
+		opts:      Options{Sink: sink, ProcRoot: fp.root, MaxConns: maxConns},
+		log:       slog.New(slog.DiscardHandler),
+		clock:     clock{offset: 1_700_000_000_000_000_000},
+		ids:       newIDSource(),
+		host:      "test-host",
+		conns:     newConnTable(maxConns, nil),
+		procs:     make(map[uint32]*process),
+		listen:    make(map[uint32]listenCache),
+		selection: sel,
+		rejected:  make(map[uint32]bool),
 	}
 	tr.stats.parseErrors = make(map[string]uint64)
 	return tr, sink
@@ -311,7 +312,7 @@ func TestHandleSelection(t *testing.T) {
 	fp.exe(11, "/usr/bin/app")
 	tr, sink := handTracer(t, fp, 16)
 	var err error
-	if tr.selector, err = newSelector(fp.root, []string{"app"}); err != nil {
+	if tr.selection, err = newSelector(fp.root, []string{"app"}); err != nil {
 		t.Fatal(err)
 	}
 	tr.selected = map[uint32]bool{10: true}
@@ -393,14 +394,14 @@ func TestTargetDescription(t *testing.T) {
 		want string
 	}{
 		{nil, nil, "all processes"},
-		{[]int{1, 2}, nil, "pids [1 2]"},
-		{nil, []string{"nginx"}, "exe [nginx]"},
-		{[]int{3}, []string{"py*"}, "pids [3] and exe [py*]"},
+		{[]int{2, 1}, nil, "pids 1,2"},
+		{nil, []string{"nginx"}, "rule exe=nginx"},
+		{[]int{3}, []string{"py*"}, "pids 3, rule exe=py*"},
 	} {
 		tr, _ := handTracer(t, fp, 1)
 		tr.opts.PIDs, tr.opts.Exe = tc.pids, tc.exe
 		var err error
-		if tr.selector, err = newSelector(fp.root, tc.exe); err != nil {
+		if tr.selection, err = newSelection(fp.root, tc.pids, tc.exe, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		if got := tr.targetDescription(); got != tc.want {

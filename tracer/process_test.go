@@ -9,6 +9,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 )
 
+// maxEnviron is how much of /proc/PID/environ discover reads.
+const maxEnviron = 256 << 10
+
 func resourceValue(t *testing.T, r *resource.Resource, key string) (any, bool) {
 	t.Helper()
 	if r == nil {

@@ -58,10 +58,22 @@ func (t *Tracer) Stats() Stats {
 		LostExchanges: t.stats.lostExchanges.Load(),
 		Conns:         t.conns.len(),
 		ConnsEvicted:  t.conns.evicted,
+
+		Processes:      int(t.stats.processes.Load()),
+		AttachFailures: t.stats.attachFailures.Load(),
+		Attached:       t.stats.attached.Load(),
+		AttachDelaySum: time.Duration(t.stats.attachDelaySum.Load()),
+		AttachDelayMax: time.Duration(t.stats.attachDelayMax.Load()),
 	}
 	t.stats.mu.Lock()
 	s.ParseErrors = maps.Clone(t.stats.parseErrors)
 	t.stats.mu.Unlock()
+	s.RingBufferSize = t.opts.RingBufferBytes
+	t.closeMu.Lock()
+	if t.reader != nil && !t.closed {
+		s.RingBufferPending = t.reader.AvailableBytes()
+	}
+	t.closeMu.Unlock()
 	if k, err := t.kernelCounters(); err == nil {
 		s.Events, s.Lost = k[counterEvents], k[counterLost]
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]

@@ -37,9 +37,14 @@ type Tracer struct {
 	ids   idSource
 	host  string
 
-	conns    *connTable
-	procs    map[uint32]*process
-	selector *selector
+	conns     *connTable
+	procs     map[uint32]*process
+	selection *selection
+	targets   targetMap // the kernel's targets map
+	// rejected are processes decided against on facts that cannot change
+	// until they exec; rescans skip them.
+	rejected map[uint32]bool
+	lastScan time.Time
 	// selected is the userspace view of the kernel's targets map, nil when
 	// every process is traced. Events of other processes can still arrive
 	// (provisional exec selection) and are dropped.
@@ -57,6 +62,12 @@ type Tracer struct {
 	closed  bool
 }
 
+// targetMap is the kernel's map of selected processes: tgid to a flag.
+type targetMap interface {
+	Put(key, value any) error
+	Delete(key any) error
+}
+
 type listenCache struct {
 	at    time.Time
 	ports map[uint16]bool
@@ -67,6 +78,9 @@ type counters struct {
 	records, badRecords, truncated, spans atomic.Uint64
 	pendingAtExit, unknownEvents          atomic.Uint64
 	resyncs, lostExchanges                atomic.Uint64
+	attached, attachFailures              atomic.Uint64
+	attachDelaySum, attachDelayMax        atomic.Int64 // ns
+	processes                             atomic.Int64
 
 	mu          sync.Mutex
 	parseErrors map[string]uint64
@@ -79,14 +93,19 @@ func New(opts *Options) (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{
-		opts:   o,
-		log:    o.Logger,
-		ids:    newIDSource(),
-		conns:  newConnTable(o.MaxConns, nil),
-		procs:  make(map[uint32]*process),
-		listen: make(map[uint32]listenCache),
+		opts:     o,
+		log:      o.Logger,
+		ids:      newIDSource(),
+		conns:    newConnTable(o.MaxConns, nil),
+		procs:    make(map[uint32]*process),
+		listen:   make(map[uint32]listenCache),
+		rejected: make(map[uint32]bool),
 	}
-	if len(o.PIDs) > 0 || len(o.Exe) > 0 {
+	t.selection, err = newSelection(o.ProcRoot, o.PIDs, o.Exe, o.Select, o.Exclude)
+	if err != nil {
+		return nil, err
+	}
+	if t.selection.enabled() {
 		t.selected = make(map[uint32]bool)
 		t.explicit = make(map[uint32]bool)
 	}
@@ -94,10 +113,6 @@ func New(opts *Options) (*Tracer, error) {
 	t.host, _ = os.Hostname()
 	if err := t.clock.sync(); err != nil {
 		return nil, fmt.Errorf("read clocks: %w", err)
-	}
-	t.selector, err = newSelector(o.ProcRoot, o.Exe)
-	if err != nil {
-		return nil, err
 	}
 	// Reject a pid that does not exist before loading anything.
 	for _, pid := range o.PIDs {
@@ -134,12 +149,11 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return fmt.Errorf("read bpf object: %w", err)
 	}
-	traceAll := len(t.opts.PIDs) == 0 && len(t.opts.Exe) == 0
 	vars := map[string]any{
 		"cfg_capture_bytes": uint32(t.opts.CaptureBytes),
 		"cfg_self_tgid":     uint32(os.Getpid()),
-		"cfg_trace_all":     boolByte(traceAll),
-		"cfg_watch_exec":    boolByte(len(t.opts.Exe) > 0),
+		"cfg_trace_all":     boolByte(!t.selection.enabled()),
+		"cfg_watch_exec":    boolByte(t.selection.watchExec()),
 		"cfg_wakeup_bytes":  uint32(min(t.opts.RingBufferBytes/8, 256<<10)),
 	}
 	for name, v := range vars {
@@ -167,6 +181,7 @@ func (t *Tracer) load() error {
 		}
 		return fmt.Errorf("load bpf programs: %w", err)
 	}
+	t.targets = t.coll.Maps["targets"]
 	t.reader, err = ringbuf.NewReader(t.coll.Maps["events"])
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
@@ -205,6 +220,7 @@ func (t *Tracer) attach() error {
 			if essential[event] {
 				return fmt.Errorf("attach %s/%s: %w", group, event, err)
 			}
+			t.stats.attachFailures.Add(1)
 			t.log.Warn("tracepoint not attached; traffic through it is not seen",
 				"tracepoint", group+"/"+event, "error", err)
 			continue
@@ -254,6 +270,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 	var rec ringbuf.Record
 	lastTick := time.Now()
 	t.log.Info("tracing", "probes", len(t.links), "targets", t.targetDescription())
+	t.countProcesses()
 	t.reader.SetDeadline(time.Now().Add(pollInterval))
 	for ctx.Err() == nil {
 		err := t.reader.ReadInto(&rec)
@@ -329,8 +346,26 @@ func (t *Tracer) Close() error {
 	return nil
 }
 
+// rescanInterval bounds how late a process that starts listening on a
+// selected port (or whose exec event was lost) becomes a target.
+const rescanInterval = 2 * time.Second
+
 // tick does the periodic work of the event loop.
 func (t *Tracer) tick() {
 	_ = t.clock.sync()
 	t.reportKernelCounters()
+	if time.Since(t.lastScan) >= rescanInterval {
+		t.rescan()
+		t.lastScan = time.Now()
+	}
+	t.countProcesses()
+}
+
+// countProcesses publishes how many processes are traced, for Stats.
+func (t *Tracer) countProcesses() {
+	n := len(t.procs)
+	if t.selected != nil {
+		n = len(t.selected)
+	}
+	t.stats.processes.Store(int64(n))
 }

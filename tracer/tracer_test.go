@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/asm"
 
 	"github.com/sondehq/sonde/internal/testutil"
+	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
 )
 
@@ -283,7 +284,7 @@ func TestNewAttachAndClose(t *testing.T) {
 	if !tr.selected[uint32(pid)] || !tr.explicit[uint32(pid)] {
 		t.Errorf("pid %d not selected in user space", pid)
 	}
-	if got := tr.targetDescription(); got != fmt.Sprintf("pids [%d]", pid) {
+	if got := tr.targetDescription(); got != fmt.Sprintf("pids %d", pid) {
 		t.Errorf("targetDescription() = %q", got)
 	}
 
@@ -339,5 +340,44 @@ func TestNewAttachAndClose(t *testing.T) {
 		if id >= lo && id <= hi {
 			t.Errorf("program %d (%s) loaded with ours still there after Close", id, name)
 		}
+	}
+}
+
+// Each selection mode sets the kernel's switches differently, and the
+// verifier prunes the code a switch turns off: every mode must load, or a
+// path such as the exec handler would go unverified until a user hits it.
+func TestNewLoadsInEverySelectionMode(t *testing.T) {
+	testutil.RequireBPF(t)
+	testutil.RequireTracepoints(t)
+	pid := startSleeper(t)
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"all", Options{}},
+		{"pids", Options{PIDs: []int{pid}}},
+		{"exe", Options{Exe: []string{"/nonexistent/sonde-test"}}},
+		{"rules", Options{Select: []discover.Rule{{Cmdline: "*sonde-test*"}}}},
+		{"all but excluded", Options{Exclude: []discover.Rule{{Exe: "/nonexistent/*"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := tc.opts
+			o.Sink = &collectSink{}
+			tr, err := New(&o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tr.Close()
+			var watch, all uint8
+			if err := tr.spec.Variables["cfg_watch_exec"].Get(&watch); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.spec.Variables["cfg_trace_all"].Get(&all); err != nil {
+				t.Fatal(err)
+			}
+			if (all == 1) != !tr.selection.enabled() || (watch == 1) != tr.selection.watchExec() {
+				t.Errorf("cfg_trace_all %d, cfg_watch_exec %d for selection %s", all, watch, tr.targetDescription())
+			}
+		})
 	}
 }

@@ -14,8 +14,13 @@
 // byte count stays exact, only capture stops early.
 #define IOV_MAX_READ 12
 
-// Bytes of an executed file's path reported with EVENT_EXEC.
+// Bytes of an executed file's path reported with EVENT_EXEC, NUL included.
+// A power of two: the argument bytes that follow the path are placed at an
+// offset the verifier is shown masked with 2 * PATH_MAX_CAPTURE - 1.
 #define PATH_MAX_CAPTURE 512
+
+// Bytes of the new program's argv reported with EVENT_EXEC, after the path.
+#define ARGS_MAX_CAPTURE 1024
 
 // At most this many messages of one sendmmsg/recvmmsg are reported.
 #define MMSG_MAX 4
@@ -25,7 +30,7 @@ enum event_kind {
 	EVENT_ACCEPT = 2,  // a connection accepted: the process is the server
 	EVENT_CONNECT = 3, // a connection initiated: the process is the client
 	EVENT_CLOSE = 4,   // the process closed its fd of a TCP socket
-	EVENT_EXEC = 5,    // a process called execve; payload: the executed path
+	EVENT_EXEC = 5,    // a process called execve; payload: the executed path, NUL, argv (NUL-separated)
 	EVENT_EXIT = 6,    // a selected process exited
 	EVENT_FORK = 7,    // a selected process forked: tgid is the child's
 };
