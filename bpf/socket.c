@@ -431,7 +431,8 @@ int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u8 provisional = 1;
-	bpf_map_update_elem(&targets, &tgid, &provisional, BPF_ANY);
+	if (bpf_map_update_elem(&targets, &tgid, &provisional, BPF_ANY))
+		count(COUNTER_TARGETS_FULL);
 	struct event_buf *b = new_event(EVENT_EXEC, 0, -1, NULL);
 	if (!b)
 		return 0;
@@ -459,7 +460,8 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 	if (child_pid != child_tgid || cfg_trace_all || !current_selected())
 		return 0;
 	__u8 inherited = 1;
-	bpf_map_update_elem(&targets, &child_tgid, &inherited, BPF_ANY);
+	if (bpf_map_update_elem(&targets, &child_tgid, &inherited, BPF_ANY))
+		count(COUNTER_TARGETS_FULL);
 	struct event_buf *b = new_event(EVENT_FORK, 0, -1, NULL);
 	if (!b)
 		return 0;

@@ -31,6 +31,7 @@ const (
 	counterLost
 	counterIOVCapped
 	counterMmsgCapped
+	counterTargetsFull
 	counterMax
 )
 

@@ -13,6 +13,9 @@ type Stats struct {
 	Lost       uint64 // events dropped because the ring buffer was full
 	IOVCapped  uint64 // captures cut short at the iovec limit
 	MmsgCapped uint64 // sendmmsg/recvmmsg messages beyond the per-call limit
+	// TargetsFull counts processes the kernel could not select (at exec or
+	// fork) because its targets map was full.
+	TargetsFull uint64
 	// User side.
 	Records       uint64            // ring-buffer records read
 	BadRecords    uint64            // records that did not decode
@@ -77,6 +80,7 @@ func (t *Tracer) Stats() Stats {
 	if k, err := t.kernelCounters(); err == nil {
 		s.Events, s.Lost = k[counterEvents], k[counterLost]
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
+		s.TargetsFull = k[counterTargetsFull]
 	}
 	return s
 }
@@ -120,5 +124,10 @@ func (t *Tracer) reportKernelCounters() {
 		t.log.Warn("ring buffer full: events lost; raise --ring-buffer or lower --capture-bytes",
 			"lost", lost-t.lastLost, "lost_total", lost)
 		t.lastLost = lost
+	}
+	if full := k[counterTargetsFull]; full > t.lastTargetsFull {
+		t.log.Warn("targets map full: new processes not selected; narrow the selection",
+			"missed", full-t.lastTargetsFull, "missed_total", full)
+		t.lastTargetsFull = full
 	}
 }

@@ -56,6 +56,8 @@ type Tracer struct {
 
 	stats    counters
 	lastLost uint64
+	// lastTargetsFull is the kernel's targets-full count at the last report.
+	lastTargetsFull uint64
 	// final holds the kernel counters read just before Close frees them.
 	final   *[counterMax]uint64
 	closeMu sync.Mutex

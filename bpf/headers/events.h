@@ -90,5 +90,6 @@ enum counter {
 	COUNTER_LOST,           // events the ring buffer had no room for
 	COUNTER_IOV_CAPPED,     // capture stopped at IOV_MAX_READ iovecs
 	COUNTER_MMSG_CAPPED,    // more than MMSG_MAX messages in one call
+	COUNTER_TARGETS_FULL,   // a process could not be selected: targets map full
 	COUNTER_MAX,
 };

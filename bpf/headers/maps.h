@@ -7,7 +7,10 @@
 // Processes selected for tracing (tgid -> 1). Unused when cfg_trace_all.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	// Beyond the default pid_max of 32768, room for every process of a
+	// large host when all but the excluded are traced; a failed insert is
+	// counted (COUNTER_TARGETS_FULL).
+	__uint(max_entries, 65536);
 	__type(key, __u32);
 	__type(value, __u8);
 } targets SEC(".maps");
