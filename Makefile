@@ -14,16 +14,30 @@ FUZZTIME   ?= 20s
 
 # Debian packages the tests use: clang, llvm (llvm-strip) and libbpf-dev
 # regenerate the BPF objects, bpftool inspects what is attached, setpriv
-# (util-linux) drops privileges, and wrk, python3 and curl are real peers.
-TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates
+# (util-linux) drops privileges, systemd-analyze (systemd) checks the unit
+# file, and wrk, python3 and curl are real peers.
+TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates systemd
 DEMO_PACKAGES := python3 curl
 
-.PHONY: all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean
+.PHONY: static image all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/sonde
+
+# The node-agent image: a static sonde FROM scratch (deploy/Dockerfile), so
+# no base image is pulled.
+IMAGE          ?= sonde:$(VERSION)
+CONTAINER_TOOL ?= docker
+
+static:
+	mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o bin/image/sonde ./cmd/sonde
+	cp /etc/ssl/certs/ca-certificates.crt bin/image/ca-certificates.crt
+
+image: static
+	$(CONTAINER_TOOL) build -f deploy/Dockerfile -t $(IMAGE) bin/image
 
 demo: deps-demo build
 	$(SUDO) ./$(BIN) demo

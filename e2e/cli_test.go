@@ -36,9 +36,13 @@ func TestNothingLeftAttachedAfterExit(t *testing.T) {
 	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()))
 	during := sondePrograms(t, bpftool)
 	var ready struct{ Probes int }
-	line := s.stderr.String()
-	line = line[strings.Index(line, `{"time"`):]
-	line, _, _ = strings.Cut(line, "\n")
+	var line string
+	for _, l := range strings.Split(s.stderr.String(), "\n") {
+		if strings.Contains(l, `"msg":"tracing"`) {
+			line = l
+			break
+		}
+	}
 	if err := json.Unmarshal([]byte(line), &ready); err != nil || ready.Probes == 0 {
 		t.Fatalf("cannot read the probe count from %q: %v", line, err)
 	}

@@ -23,6 +23,7 @@ import (
 var bins struct {
 	dir                                string
 	sonde, goserver, goclient, rategen string
+	sleepserver                        string
 }
 
 func TestMain(m *testing.M) {
@@ -36,11 +37,13 @@ func TestMain(m *testing.M) {
 	bins.goserver = filepath.Join(dir, "goserver")
 	bins.goclient = filepath.Join(dir, "goclient")
 	bins.rategen = filepath.Join(dir, "rategen")
+	bins.sleepserver = filepath.Join(dir, "sleepserver")
 	for out, pkg := range map[string]string{
-		bins.sonde:    "../cmd/sonde",
-		bins.goserver: "./testdata/goserver",
-		bins.goclient: "./testdata/goclient",
-		bins.rategen:  "./testdata/rategen",
+		bins.sonde:       "../cmd/sonde",
+		bins.goserver:    "./testdata/goserver",
+		bins.goclient:    "./testdata/goclient",
+		bins.rategen:     "./testdata/rategen",
+		bins.sleepserver: "./testdata/sleepserver",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
@@ -139,12 +142,26 @@ type sondeResult struct {
 func startSonde(t testing.TB, env []string, args ...string) *sondeRun {
 	t.Helper()
 	requireTracing(t)
-	s := &sondeRun{done: make(chan error, 1)}
+	s := launchSonde(t, exec.Command(bins.sonde, traceArgs(args)...), env)
+	s.waitReady(t, 60*time.Second)
+	return s
+}
+
+// traceArgs are sonde's arguments for a test run: JSON logs, and JSON spans
+// unless the test chose an output.
+func traceArgs(args []string) []string {
 	full := append([]string{"trace", "--log-format", "json"}, args...)
 	if !hasFlag(args, "--output") {
 		full = append(full, "--output", "json")
 	}
-	s.cmd = exec.Command(bins.sonde, full...)
+	return full
+}
+
+// launchSonde starts cmd, a sonde run, capturing its output, and makes
+// sure it is gone when the test ends.
+func launchSonde(t testing.TB, cmd *exec.Cmd, env []string) *sondeRun {
+	t.Helper()
+	s := &sondeRun{cmd: cmd, done: make(chan error, 1)}
 	s.cmd.Env = append(os.Environ(), env...)
 	s.cmd.Stdout, s.cmd.Stderr = &s.stdout, &s.stderr
 	if err := s.cmd.Start(); err != nil {
@@ -160,17 +177,6 @@ func startSonde(t testing.TB, env []string, args ...string) *sondeRun {
 			t.Logf("sonde stderr:\n%s", tail(s.stderr.String(), 40))
 		}
 	})
-	deadline := time.After(60 * time.Second)
-	for !strings.Contains(s.stderr.String(), `"msg":"tracing"`) {
-		select {
-		case err := <-s.done:
-			s.done <- err
-			t.Fatalf("sonde exited before tracing: %v\n%s", err, s.stderr.String())
-		case <-deadline:
-			t.Fatalf("sonde not ready after 60s:\n%s", s.stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 	return s
 }
 
@@ -379,4 +385,124 @@ func run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return string(out)
+}
+
+// startSondeUnder is startSonde with sonde run through a command prefix,
+// such as setpriv or unshare: prefix[0] is executed with the rest of
+// prefix, then sonde and its arguments.
+func startSondeUnder(t testing.TB, prefix, env []string, args ...string) *sondeRun {
+	t.Helper()
+	requireTracing(t)
+	argv := append(append(append([]string{}, prefix[1:]...), bins.sonde), traceArgs(args)...)
+	s := launchSonde(t, exec.Command(prefix[0], argv...), env)
+	s.waitReady(t, 60*time.Second)
+	return s
+}
+
+// waitReady waits until sonde logs that it is tracing.
+func (s *sondeRun) waitReady(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for !strings.Contains(s.stderr.String(), `"msg":"tracing"`) {
+		select {
+		case err := <-s.done:
+			s.done <- err
+			t.Fatalf("sonde exited before tracing: %v\n%s", err, s.stderr.String())
+		case <-deadline:
+			t.Fatalf("sonde not ready after %v:\n%s", timeout, s.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// pid is the process id of sonde, or of the prefix that execs it.
+func (s *sondeRun) pid() int { return s.cmd.Process.Pid }
+
+// exited reports whether sonde has exited, without waiting.
+func (s *sondeRun) exited() bool {
+	select {
+	case err := <-s.done:
+		s.done <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// kill sends SIGKILL and waits for sonde to be gone.
+func (s *sondeRun) kill(t testing.TB) {
+	t.Helper()
+	s.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("sonde did not die of SIGKILL")
+	}
+}
+
+// logRecords parses the JSON log records sonde wrote so far.
+func (s *sondeRun) logRecords() []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(s.stderr.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// countLogs counts the log records whose message starts with prefix.
+func (s *sondeRun) countLogs(prefix string) int {
+	n := 0
+	for _, rec := range s.logRecords() {
+		if strings.HasPrefix(fmt.Sprint(rec["msg"]), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// jsonSpans parses the spans sonde wrote to stdout so far; a line still
+// being written is left out.
+func (s *sondeRun) jsonSpans() []span {
+	var out []span
+	for _, line := range strings.Split(s.stdout.String(), "\n") {
+		var sp span
+		if json.Unmarshal([]byte(line), &sp) == nil {
+			sp.raw = line
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds, and fails the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// procStatusKB reads a "kB" field of /proc/PID/status, such as VmHWM or
+// VmRSS; it returns -1 when the process or the field is gone.
+func procStatusKB(pid int, field string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }

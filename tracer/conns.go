@@ -3,6 +3,7 @@ package tracer
 import (
 	"container/list"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/sondehq/sonde/protocols/http1"
 )
@@ -58,7 +59,10 @@ type connTable struct {
 	lru     *list.List     // front = most recently used
 	max     int
 	limits  *http1.Limits
-	evicted uint64
+	// Read by Stats from other goroutines while the event loop changes
+	// the table.
+	evicted atomic.Uint64
+	count   atomic.Int64
 }
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
@@ -85,7 +89,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 		if back := t.lru.Back(); back != nil {
 			evicted = back.Value.(*conn)
 			t.remove(evicted)
-			t.evicted++
+			t.evicted.Add(1)
 		}
 	}
 	c.http = http1.NewConn(t.limits)
@@ -93,6 +97,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
 	t.perProc[c.key.tgid]++
+	t.count.Store(int64(len(t.byKey)))
 	return evicted
 }
 
@@ -103,6 +108,7 @@ func (t *connTable) remove(c *conn) {
 		if t.perProc[c.key.tgid]--; t.perProc[c.key.tgid] <= 0 {
 			delete(t.perProc, c.key.tgid)
 		}
+		t.count.Store(int64(len(t.byKey)))
 	}
 }
 

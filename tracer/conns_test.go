@@ -65,8 +65,8 @@ func TestConnTableLRU(t *testing.T) {
 	if ev := tab.add(d); ev != b {
 		t.Fatalf("add at the cap evicted %v, want %v", keyOf(ev), b.key)
 	}
-	if tab.len() != 3 || tab.evicted != 1 || tab.get(b.key) != nil {
-		t.Errorf("after eviction: len %d, evicted %d, b still there: %v", tab.len(), tab.evicted, tab.get(b.key) != nil)
+	if tab.len() != 3 || tab.evicted.Load() != 1 || tab.get(b.key) != nil {
+		t.Errorf("after eviction: len %d, evicted %d, b still there: %v", tab.len(), tab.evicted.Load(), tab.get(b.key) != nil)
 	}
 	if got, want := lruOrder(tab), []connKey{d.key, a.key, c.key}; !slices.Equal(got, want) {
 		t.Fatalf("order %v, want %v", got, want)
@@ -77,8 +77,8 @@ func TestConnTableLRU(t *testing.T) {
 	if ev := tab.add(e); ev != c {
 		t.Fatalf("evicted %v, want %v", keyOf(ev), c.key)
 	}
-	if tab.evicted != 2 || tab.len() != 3 || tab.lru.Len() != 3 {
-		t.Errorf("evicted %d, len %d, lru %d", tab.evicted, tab.len(), tab.lru.Len())
+	if tab.evicted.Load() != 2 || tab.len() != 3 || tab.lru.Len() != 3 {
+		t.Errorf("evicted %d, len %d, lru %d", tab.evicted.Load(), tab.len(), tab.lru.Len())
 	}
 }
 
@@ -103,8 +103,8 @@ func TestConnTableCapOne(t *testing.T) {
 		}
 		prev = c
 	}
-	if tab.evicted != 99 {
-		t.Errorf("evicted %d, want 99", tab.evicted)
+	if tab.evicted.Load() != 99 {
+		t.Errorf("evicted %d, want 99", tab.evicted.Load())
 	}
 }
 
@@ -130,7 +130,7 @@ func TestConnTableRemove(t *testing.T) {
 	if tab.get(b.key) != b || tab.lru.Len() != 1 {
 		t.Errorf("remove of a stale conn removed the live one")
 	}
-	if tab.evicted != 0 {
+	if tab.evicted.Load() != 0 {
 		t.Errorf("remove counted as eviction")
 	}
 }

@@ -211,7 +211,7 @@ func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	delete(t.rejected, e.Tgid)
 	path, args, _ := bytes.Cut(payload, []byte{0})
 	p, ok, reason := t.selection.decideExec(e.Tgid, string(path), discover.ParseCmdline(args))
-	if ok || t.explicit[e.Tgid] && !t.excluded(p) {
+	if ok {
 		if !t.selected[e.Tgid] {
 			t.noteAttached(e.Tgid, p.Exe, reason, t.sinceMono(e.Ts))
 		}
@@ -231,16 +231,6 @@ func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	if err := t.targets.Delete(e.Tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.log.Warn("cannot withdraw provisional selection", "pid", e.Tgid, "exe", p.Exe, "error", err)
 	}
-}
-
-// excluded reports whether an exclude rule matches p.
-func (t *Tracer) excluded(p *discover.Process) bool {
-	for _, r := range t.selection.rules.Exclude {
-		if ok, _ := r.Match(p); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // reject remembers a decision not to trace, so rescans skip the process
@@ -299,6 +289,9 @@ func (t *Tracer) addTarget(pid uint32) error {
 		return fmt.Errorf("add pid %d to targets: %w", pid, err)
 	}
 	t.selected[pid] = true
+	// Read its identity now, while it surely runs: logs and spans need it
+	// even if it is gone when its first event is handled.
+	t.process(pid, "")
 	return nil
 }
 
@@ -314,8 +307,13 @@ func (t *Tracer) selectInitial() error {
 	if err != nil {
 		return err
 	}
+	children := make(map[int][]*discover.Process)
+	var chosen []*discover.Process
 	for _, pid := range pids {
 		p := t.selection.inspect(uint32(pid))
+		if st, err := discover.Read(t.opts.ProcRoot, pid, discover.FieldStat); err == nil {
+			children[st.PPID] = append(children[st.PPID], p)
+		}
 		ok, reason := t.selection.decide(p)
 		if !ok {
 			t.reject(uint32(pid))
@@ -324,7 +322,29 @@ func (t *Tracer) selectInitial() error {
 		if err := t.addTarget(uint32(pid)); err != nil {
 			return err
 		}
+		chosen = append(chosen, p)
 		t.log.Info("tracing process", "pid", pid, "exe", p.Exe, "reason", reason)
+	}
+	// The kernel selects the children a selected process forks from now
+	// on; those it forked before (the workers of an nginx master given by
+	// --pid) are selected here, unless excluded.
+	for len(chosen) > 0 {
+		parent := chosen[0]
+		chosen = chosen[1:]
+		for _, c := range children[parent.PID] {
+			if t.selected[uint32(c.PID)] {
+				continue
+			}
+			if _, excluded := t.selection.rules.Excluded(c); excluded || uint32(c.PID) == t.opts.selfPID() {
+				continue
+			}
+			if err := t.addTarget(uint32(c.PID)); err != nil {
+				return err
+			}
+			delete(t.rejected, uint32(c.PID))
+			chosen = append(chosen, c)
+			t.log.Info("tracing process", "pid", c.PID, "exe", c.Exe, "reason", fmt.Sprintf("child of traced pid %d", parent.PID))
+		}
 	}
 	for pid := range t.explicit {
 		if !t.selected[pid] {

@@ -3,6 +3,7 @@ package tracer
 import (
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
@@ -92,3 +93,6 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	return r, nil
 }
+
+// selfPID is sonde's own process, never traced.
+func (o *Options) selfPID() uint32 { return uint32(os.Getpid()) }

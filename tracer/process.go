@@ -26,9 +26,16 @@ type process struct {
 // gone already, or be in another mount namespace).
 func readProcess(procRoot string, pid uint32, comm, hostName string) *process {
 	p := &process{pid: pid}
-	facts, err := discover.Read(procRoot, int(pid), discover.FieldExe|discover.FieldEnv|discover.FieldCgroup)
+	want := discover.FieldExe | discover.FieldEnv | discover.FieldCgroup
+	if comm == "" {
+		want |= discover.FieldStat
+	}
+	facts, err := discover.Read(procRoot, int(pid), want)
 	if err != nil {
 		facts = &discover.Process{PID: int(pid)}
+	}
+	if comm == "" {
+		comm = facts.Comm
 	}
 	p.exe = facts.Exe
 	exeName := comm

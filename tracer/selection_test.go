@@ -204,3 +204,32 @@ func TestReadProcessContainer(t *testing.T) {
 		"k8s.pod.uid":  "1b2c3d4e-0000-4a5b-8c9d-0123456789ab",
 	})
 }
+
+// Children a --pid process forked before sonde started are selected with
+// it (the kernel only sees forks from now on), unless excluded.
+func TestSelectInitialTakesExistingChildren(t *testing.T) {
+	fp := newFakeProc(t)
+	stat := func(pid, ppid uint32, comm string) {
+		fp.write(pid, "stat", fmt.Sprintf("%d (%s) S %d %d %d 0 -1 4194560 0 0", pid, comm, ppid, pid, pid))
+	}
+	fp.exe(100, "/usr/sbin/nginx")
+	stat(100, 1, "nginx")
+	fp.exe(101, "/usr/sbin/nginx")
+	stat(101, 100, "nginx")
+	fp.exe(102, "/usr/sbin/nginx")
+	stat(102, 101, "nginx") // a grandchild
+	fp.exe(103, "/usr/local/bin/probe")
+	stat(103, 100, "probe") // excluded
+	fp.exe(104, "/usr/sbin/nginx")
+	stat(104, 1, "nginx") // another master, not given
+
+	tr, tg := selectingTracer(t, fp, []int{100}, nil, []string{"exe=probe"})
+	if err := tr.selectInitial(); err != nil {
+		t.Fatal(err)
+	}
+	for pid, want := range map[uint32]bool{100: true, 101: true, 102: true, 103: false, 104: false} {
+		if tr.selected[pid] != want || (tg.m[pid] == 1) != want {
+			t.Errorf("pid %d: selected %v, in kernel %v; want %v", pid, tr.selected[pid], tg.m[pid] == 1, want)
+		}
+	}
+}

@@ -47,8 +47,8 @@ type Stats struct {
 	AttachDelayMax time.Duration
 }
 
-// Stats returns a snapshot of the counters. Connection figures are only
-// exact once Run has returned.
+// Stats returns a snapshot of the counters. It is safe to call while Run
+// runs.
 func (t *Tracer) Stats() Stats {
 	s := Stats{
 		Records:       t.stats.records.Load(),
@@ -59,8 +59,8 @@ func (t *Tracer) Stats() Stats {
 		UnknownEvents: t.stats.unknownEvents.Load(),
 		Resyncs:       t.stats.resyncs.Load(),
 		LostExchanges: t.stats.lostExchanges.Load(),
-		Conns:         t.conns.len(),
-		ConnsEvicted:  t.conns.evicted,
+		Conns:         int(t.conns.count.Load()),
+		ConnsEvicted:  t.conns.evicted.Load(),
 
 		Processes:      int(t.stats.processes.Load()),
 		AttachFailures: t.stats.attachFailures.Load(),

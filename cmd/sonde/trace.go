@@ -7,18 +7,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/sondehq/sonde/protocols/http1"
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/features"
+	"github.com/sondehq/sonde/tracer/metrics"
 )
 
 // traceConfig is what `sonde trace` and `sonde demo` share.
@@ -34,8 +39,13 @@ type traceConfig struct {
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
+	metricsAddr  listenAddr
 	cpuProfile   string
 }
+
+// defaultMetricsAddr is on loopback: sonde's counters say which processes
+// are traced, which is not for every host on the network to read.
+const defaultMetricsAddr = "127.0.0.1:9464"
 
 func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.pids, "pid", "trace this process id (repeatable, or comma-separated)")
@@ -50,22 +60,96 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.logFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
+	c.metricsAddr = listenAddr{addr: defaultMetricsAddr}
+	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
 }
 
+// validate checks the values the flags carry, with the rules loadConfig
+// applies to the file's keys.
 func (c *traceConfig) validate() error {
-	switch c.output {
+	for _, v := range []struct {
+		flag string
+		err  error
+	}{
+		{"output", checkOutput(c.output)},
+		{"capture-bytes", checkCaptureBytes(c.captureBytes)},
+		{"ring-buffer", checkRingBuffer(c.ringBuffer)},
+		{"max-conns", checkMaxConns(c.maxConns)},
+		{"log-format", checkLogFormat(c.logFormat)},
+		{"log-level", checkLogLevel(c.logLevel)},
+		{"flush-timeout", checkFlushTimeout(c.flushTimeout)},
+		{"metrics-addr", checkMetricsAddr(c.metricsAddr.addr)},
+	} {
+		if v.err != nil {
+			return fmt.Errorf("--%s %w", v.flag, v.err)
+		}
+	}
+	return nil
+}
+
+// The check functions describe a bad value and what is accepted; the
+// caller puts the flag or key name in front.
+
+func checkOutput(s string) error {
+	switch s {
 	case "", "otlp", "text", "json":
-	default:
-		return fmt.Errorf("--output %q: accepted values are otlp, text, json", c.output)
+		return nil
 	}
-	switch c.logFormat {
+	return fmt.Errorf("%q: accepted values are otlp, text, json", s)
+}
+
+func checkCaptureBytes(n int) error {
+	if n < 64 || n > tracer.MaxCaptureBytes {
+		return fmt.Errorf("%d: accepted values are 64 to %d", n, tracer.MaxCaptureBytes)
+	}
+	return nil
+}
+
+func checkRingBuffer(b byteSize) error {
+	if b < 4096 || b&(b-1) != 0 {
+		return fmt.Errorf("%d: accepted values are powers of two of 4096 or more, e.g. 8M", b)
+	}
+	return nil
+}
+
+func checkMaxConns(n int) error {
+	if n < 1 {
+		return fmt.Errorf("%d: accepted values are 1 or more", n)
+	}
+	return nil
+}
+
+func checkLogFormat(s string) error {
+	switch s {
 	case "text", "json":
-	default:
-		return fmt.Errorf("--log-format %q: accepted values are text, json", c.logFormat)
+		return nil
 	}
-	if _, err := parseLevel(c.logLevel); err != nil {
-		return err
+	return fmt.Errorf("%q: accepted values are text, json", s)
+}
+
+func checkLogLevel(s string) error {
+	_, err := parseLevel(s)
+	return err
+}
+
+func checkFlushTimeout(d time.Duration) error {
+	if d < 0 {
+		return fmt.Errorf("%q: accepted values are durations of 0 or more, e.g. 10s", d)
+	}
+	return nil
+}
+
+func checkMetricsAddr(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return fmt.Errorf("%q: accepted values are host:port, e.g. 127.0.0.1:9464, or empty to disable metrics", s)
 	}
 	return nil
 }
@@ -73,7 +157,7 @@ func (c *traceConfig) validate() error {
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(s)); err != nil {
-		return l, fmt.Errorf("--log-level %q: accepted values are debug, info, warn, error", s)
+		return l, fmt.Errorf("%q: accepted values are debug, info, warn, error", s)
 	}
 	return l, nil
 }
@@ -88,35 +172,84 @@ func (c *traceConfig) logger(w io.Writer) *slog.Logger {
 }
 
 func traceCmd(args []string) int {
-	fs := flag.NewFlagSet("sonde trace", flag.ContinueOnError)
-	var cfg traceConfig
-	cfg.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: sonde trace [flags]\n\nAttach to running programs and emit one span per HTTP/1.x exchange.\nOTLP export is configured with the standard OTEL_EXPORTER_OTLP_* variables.\n\nflags:")
-		fs.PrintDefaults()
+	cfg, env, err := parseTrace(args, os.Stderr, os.LookupEnv)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
+	if err != nil {
+		if !errors.Is(err, errFlagParse) {
+			fmt.Fprintln(os.Stderr, "sonde trace:", err)
 		}
 		return 2
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "sonde trace: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "sonde trace:", err)
-		return 2
+	for _, v := range env {
+		if err := os.Setenv(v.name, v.value); err != nil {
+			fmt.Fprintf(os.Stderr, "sonde trace: set %s: %v\n", v.name, err)
+			return 2
+		}
 	}
 	log := cfg.logger(os.Stderr)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runTrace(ctx, &cfg, log, os.Stdout, nil); err != nil {
+	if err := runTrace(ctx, cfg, log, os.Stdout, nil); err != nil {
 		log.Error("sonde trace failed", "error", err)
 		return 1
 	}
 	return 0
+}
+
+// errFlagParse is a command line the flag package rejected; it has printed
+// the reason and the usage already.
+var errFlagParse = errors.New("bad command line")
+
+// parseTrace reads the command line and the config file it names into a
+// checked traceConfig, in order of precedence: flags, then the environment,
+// then the file, then the defaults. The environment only holds OTLP
+// settings, so the file's otlp section comes back as the variables to set
+// where the environment has none.
+func parseTrace(args []string, stderr io.Writer, lookupEnv func(string) (string, bool)) (*traceConfig, []envVar, error) {
+	fs := flag.NewFlagSet("sonde trace", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg traceConfig
+	cfg.register(fs)
+	configPath := fs.String("config", "", "read settings from this YAML file; flags given on the command line win over the environment (OTEL_*), which wins over the file")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: sonde trace [--config FILE] [flags]
+
+Attach to running programs and emit one span per HTTP/1.x exchange.
+OTLP export is configured with the standard OTEL_EXPORTER_OTLP_* variables,
+or with the otlp section of the config file.
+
+Precedence: flags on the command line > environment (OTEL_*) > config file
+> defaults. A flag given explicitly wins even when it equals its default.
+
+flags:`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("%w: %w", errFlagParse, err)
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	// Flags first: a bad flag is reported as a flag even when the file
+	// would have replaced nothing.
+	if err := cfg.validate(); err != nil {
+		return nil, nil, err
+	}
+	var env []envVar
+	if *configPath != "" {
+		fc, err := loadConfig(*configPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		fc.apply(&cfg, flagsSet(fs))
+		env = fc.OTLP.environ(lookupEnv)
+	}
+	return &cfg, env, nil
 }
 
 // runTrace traces until ctx is done, then flushes and logs the final stats.
@@ -136,6 +269,14 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		}
 		defer pprof.StopCPUProfile()
 	}
+	// Bound before the slow attach so that a taken address fails at once.
+	metricsLn, err := listenMetrics(cfg.metricsAddr, log)
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		defer metricsLn.Close()
+	}
 	exp, err := export.New(ctx, &export.Options{Format: export.Format(cfg.output), Writer: out})
 	if err != nil {
 		return fmt.Errorf("set up export: %w", err)
@@ -154,6 +295,15 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	if err != nil {
 		_ = exp.Shutdown(context.Background())
 		return err
+	}
+	if metricsLn != nil {
+		stopMetrics, err := serveMetrics(metricsLn, snapshot(t, exp), log)
+		if err != nil {
+			t.Close()
+			_ = exp.Shutdown(context.Background())
+			return err
+		}
+		defer stopMetrics()
 	}
 	if ready != nil {
 		ready()
@@ -175,6 +325,112 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		return fmt.Errorf("flush spans: %w", shutErr)
 	}
 	return nil
+}
+
+// listenMetrics binds the metrics address. It returns a nil listener when
+// metrics are disabled, or when the default address is taken: another
+// agent there must not keep sonde from tracing, whereas an address the user
+// chose is one they will scrape, so failing to bind it is an error.
+func listenMetrics(a listenAddr, log *slog.Logger) (net.Listener, error) {
+	if a.addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", a.addr)
+	if err == nil {
+		return ln, nil
+	}
+	if a.explicit {
+		return nil, fmt.Errorf("metrics address %s: %w (choose another with --metrics-addr, or disable metrics with --metrics-addr '')", a.addr, err)
+	}
+	log.Warn("running without metrics: the default metrics address is not available; choose another with --metrics-addr",
+		"addr", a.addr, "error", err)
+	return nil, nil
+}
+
+// serveMetrics serves /metrics on ln until the returned stop is called.
+func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, log *slog.Logger) (stop func(), err error) {
+	reg, err := metrics.NewRegistry(metrics.NewCollector(snap, &metrics.Options{
+		Build:             metrics.Build{Version: version, Revision: vcsRevision()},
+		ParseErrorReasons: parseErrorReasons(),
+	}))
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(reg))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "error", err)
+		}
+	}()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
+}
+
+// snapshot reads the tracer's and the exporter's counters for a scrape.
+func snapshot(t *tracer.Tracer, exp *export.Exporter) func() metrics.Snapshot {
+	return func() metrics.Snapshot {
+		s, e := t.Stats(), exp.Stats()
+		return metrics.Snapshot{
+			SpansExported:      e.Exported,
+			SpansDropped:       e.Dropped,
+			ExportFailures:     e.Failed,
+			Spans:              s.Spans,
+			Events:             s.Events,
+			EventsLost:         s.Lost,
+			RingBufferSize:     s.RingBufferSize,
+			RingBufferPending:  s.RingBufferPending,
+			ParseErrors:        s.ParseErrors,
+			Processes:          s.Processes,
+			AttachFailures:     s.AttachFailures,
+			TargetsFull:        s.TargetsFull,
+			Connections:        s.Conns,
+			ConnectionsEvicted: s.ConnsEvicted,
+			ExchangesLost:      s.LostExchanges,
+			BadRecords:         s.BadRecords,
+			Attached:           s.Attached,
+			AttachDelaySum:     s.AttachDelaySum,
+			AttachDelayMax:     s.AttachDelayMax,
+		}
+	}
+}
+
+// parseErrorReasons lists the reasons the tracer counts parse errors by, so
+// that each series exists, at zero, before its first error: the HTTP
+// parser's reasons, numbered from 1 without gaps, and the two the tracer
+// adds (see tracer/handle.go).
+func parseErrorReasons() []string {
+	reasons := []string{"not_http", "other"}
+	for r := http1.Reason(1); r.String() != "unknown"; r++ {
+		reasons = append(reasons, r.String())
+	}
+	return reasons
+}
+
+// vcsRevision is the commit the binary was built from, when Go recorded it.
+func vcsRevision() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
 }
 
 // watchExport logs, at most every few seconds, when spans failed to export
@@ -224,6 +480,10 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"spans_dropped", e.Dropped,
 		"export_failures", e.Failed,
 		"conns_evicted", s.ConnsEvicted,
+		"conns_at_exit", s.Conns,
+		"processes_attached", s.Attached,
+		"attach_failures", s.AttachFailures,
+		"targets_full", s.TargetsFull,
 		"pending_at_exit", s.PendingAtExit,
 		"bad_records", s.BadRecords,
 	)
@@ -264,6 +524,20 @@ func (l *ruleList) Set(s string) error {
 	return nil
 }
 
+// listenAddr is the metrics address. It records whether the user chose it,
+// on the command line or in the config file, because only then is failing
+// to bind it an error.
+type listenAddr struct {
+	addr     string
+	explicit bool
+}
+
+func (a *listenAddr) String() string { return a.addr }
+func (a *listenAddr) Set(s string) error {
+	a.addr, a.explicit = s, true
+	return nil
+}
+
 type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
@@ -273,8 +547,8 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 type byteSize int
 
 func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
-func (b *byteSize) Set(s string) error {
-	mult := 1
+func (b *byteSize) Set(in string) error {
+	s, mult := in, 1
 	switch {
 	case strings.HasSuffix(s, "K"):
 		mult, s = 1<<10, strings.TrimSuffix(s, "K")
@@ -285,7 +559,7 @@ func (b *byteSize) Set(s string) error {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n <= 0 {
-		return fmt.Errorf("%q is not a size", s)
+		return fmt.Errorf("%q is not a size", in)
 	}
 	*b = byteSize(n * mult)
 	return nil

@@ -22,8 +22,9 @@ const (
 	FieldCgroup
 	FieldEnv
 	FieldPorts
+	FieldStat // Comm, PPID and KernelThread
 
-	FieldAll = FieldExe | FieldCmdline | FieldCgroup | FieldEnv | FieldPorts
+	FieldAll = FieldExe | FieldCmdline | FieldCgroup | FieldEnv | FieldPorts | FieldStat
 )
 
 // Bounds on what is read from /proc: a hostile process controls its
@@ -34,6 +35,9 @@ const (
 	maxCgroup  = 8 << 10
 	maxFDs     = 1 << 16
 	maxNetLine = 1 << 16
+	// pid (comm) state ppid pgrp session tty_nr tpgid flags: comm is at
+	// most 64 bytes, the numbers before flags a few dozen.
+	maxStat = 512
 )
 
 // Process is what /proc says of one process. A fact that could not be read
@@ -53,6 +57,11 @@ type Process struct {
 	Env map[string]string
 	// ListenPorts are the TCP ports the process listens on, IPv4 or IPv6.
 	ListenPorts []uint16
+	// From /proc/PID/stat: the kernel's short name, the parent, and
+	// whether this is a kernel thread (which has no program to trace).
+	Comm         string
+	PPID         int
+	KernelThread bool
 }
 
 // ErrGone is returned when the process no longer exists.
@@ -67,6 +76,13 @@ func Read(procRoot string, pid int, want Fields) (*Process, error) {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrGone)
 	}
 	p := &Process{PID: pid}
+	if want&FieldStat != 0 {
+		if b, err := readBounded(filepath.Join(dir, "stat"), maxStat); err == nil {
+			if st, err := ParseStat(b); err == nil {
+				p.Comm, p.PPID, p.KernelThread = st.Comm, st.PPID, st.KernelThread
+			}
+		}
+	}
 	if want&FieldExe != 0 {
 		if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 			p.Exe = strings.TrimSuffix(exe, " (deleted)")
@@ -149,26 +165,43 @@ func ParseEnviron(b []byte, keys ...string) map[string]string {
 	return env
 }
 
-// ParseCgroup returns the cgroup v2 path from /proc/PID/cgroup (the
-// "0::PATH" line). On a v1-only host it falls back to the first named
-// hierarchy's path, which still carries the container id.
+// ParseCgroup returns the cgroup path of a process from /proc/PID/cgroup:
+// the cgroup v2 path (the "0::PATH" line). A host in hybrid mode keeps
+// processes at the v2 root and files them in the v1 hierarchies, so when
+// the v2 path is the root, the path of the systemd hierarchy (else of the
+// first v1 hierarchy not at its root) is returned instead: it is the one
+// that carries the service or container.
 func ParseCgroup(b []byte) string {
-	var fallback string
+	var v2, systemd, v1 string
+	haveV2 := false
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 0, 512), maxCgroup)
 	for sc.Scan() {
-		line := sc.Text()
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			return p
+		// ID:controllers:path
+		parts := strings.SplitN(sc.Text(), ":", 3)
+		if len(parts) != 3 {
+			continue
 		}
-		if fallback == "" {
-			// ID:controllers:path
-			if parts := strings.SplitN(line, ":", 3); len(parts) == 3 {
-				fallback = parts[2]
-			}
+		switch {
+		case parts[0] == "0" && parts[1] == "":
+			v2, haveV2 = parts[2], true
+		case parts[1] == "name=systemd":
+			systemd = parts[2]
+		case v1 == "" && parts[2] != "/":
+			v1 = parts[2]
 		}
 	}
-	return fallback
+	switch {
+	case haveV2 && v2 != "/":
+		return v2
+	case systemd != "" && systemd != "/":
+		return systemd
+	case v1 != "":
+		return v1
+	case haveV2:
+		return v2
+	}
+	return systemd
 }
 
 // ContainerOf extracts a container id (64 hex digits) and a Kubernetes pod
@@ -337,4 +370,40 @@ func Scan(procRoot string) ([]int, error) {
 		}
 	}
 	return pids, nil
+}
+
+// Stat is what sonde reads of /proc/PID/stat.
+type Stat struct {
+	Comm         string
+	PPID         int
+	KernelThread bool
+}
+
+const pfKthread = 0x00200000 // PF_KTHREAD in include/linux/sched.h
+
+// ParseStat reads the start of /proc/PID/stat. The command name is taken
+// between the first '(' and the last ')': it may hold both.
+func ParseStat(b []byte) (Stat, error) {
+	var st Stat
+	open, end := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || end < open {
+		return st, fmt.Errorf("stat: no command name in %q", b)
+	}
+	st.Comm = string(b[open+1 : end])
+	// state ppid pgrp session tty_nr tpgid flags
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 7 {
+		return st, fmt.Errorf("stat: %d fields after the command name, want at least 7", len(f))
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil || ppid < 0 {
+		return st, fmt.Errorf("stat: ppid %q is not a pid", f[1])
+	}
+	st.PPID = ppid
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return st, fmt.Errorf("stat: flags %q: %w", f[6], err)
+	}
+	st.KernelThread = flags&pfKthread != 0
+	return st, nil
 }

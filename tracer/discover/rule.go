@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Rule selects processes. Every field that is set must match; a Rule with
@@ -16,12 +17,15 @@ type Rule struct {
 	// Exe is a glob (path.Match syntax) on the executable's path. A pattern
 	// without a slash matches the base name only.
 	Exe string `yaml:"exe,omitempty" json:"exe,omitempty"`
-	// Cmdline is a glob on the command line, its arguments joined by spaces.
+	// Cmdline is a glob on the command line, its arguments joined by
+	// spaces. Unlike in Exe, '*' and '?' match '/' too: arguments are
+	// paths.
 	Cmdline string `yaml:"cmdline,omitempty" json:"cmdline,omitempty"`
 	// Port matches a process that holds a TCP socket listening on it.
 	Port uint16 `yaml:"port,omitempty" json:"port,omitempty"`
 	// Cgroup is a glob on the process's cgroup v2 path, e.g.
-	// "/system.slice/nginx.service" or "/kubepods.slice/*".
+	// "/system.slice/nginx.service" or "/kubepods.slice/*"; '*' matches
+	// '/' too, so the latter covers every pod.
 	Cgroup string `yaml:"cgroup,omitempty" json:"cgroup,omitempty"`
 	// Container matches the container id found in the cgroup path: a
 	// prefix of at least 12 hex digits, or "*" for any container.
@@ -43,6 +47,10 @@ func ParseRule(s string) (Rule, error) {
 	if strings.TrimSpace(s) == "" {
 		return r, fmt.Errorf("empty rule: want key=value pairs with keys %s", strings.Join(ruleKeys, ", "))
 	}
+	// String prints the rule that matches every process as "any".
+	if s == "any" {
+		return r, nil
+	}
 	seen := map[string]bool{}
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(kv, "=")
@@ -54,6 +62,11 @@ func ParseRule(s string) (Rule, error) {
 			return r, fmt.Errorf("rule %q: key %s given twice", s, k)
 		}
 		seen[k] = true
+		// An empty glob would match nothing, or with --exclude
+		// exe=$UNSET, silently everything: refuse it.
+		if v == "" && slices.Contains(ruleKeys, k) {
+			return r, fmt.Errorf("rule %q: %s has an empty value", s, k)
+		}
 		switch k {
 		case "exe":
 			r.Exe = v
@@ -157,7 +170,7 @@ func (r Rule) Match(p *Process) (ok bool, miss string) {
 	}
 	if r.Cmdline != "" {
 		cmd := strings.Join(p.Cmdline, " ")
-		if ok, _ := path.Match(r.Cmdline, cmd); !ok {
+		if !globMatch(r.Cmdline, cmd) {
 			return false, fmt.Sprintf("cmdline %q does not match %q", cmd, r.Cmdline)
 		}
 	}
@@ -165,7 +178,7 @@ func (r Rule) Match(p *Process) (ok bool, miss string) {
 		return false, fmt.Sprintf("does not listen on port %d", r.Port)
 	}
 	if r.Cgroup != "" {
-		if ok, _ := path.Match(r.Cgroup, p.Cgroup); !ok {
+		if !globMatch(r.Cgroup, p.Cgroup) {
 			return false, fmt.Sprintf("cgroup %q does not match %q", p.Cgroup, r.Cgroup)
 		}
 	}
@@ -196,4 +209,107 @@ func matchExe(pattern, exe string) bool {
 	}
 	ok, _ := path.Match(pattern, target)
 	return ok
+}
+
+// globMatch is path.Match (whose syntax Validate checks) without the special
+// meaning of '/': in a command line or under a cgroup, '*' must cross
+// slashes, or cmdline=*app.py* would never match "python3 /srv/app.py".
+func globMatch(pattern, name string) bool {
+	px, nx := 0, 0
+	star, starN := -1, 0 // the last '*' seen, and where its match ends
+	for px < len(pattern) || nx < len(name) {
+		if px < len(pattern) {
+			switch c := pattern[px]; c {
+			case '*':
+				star, starN = px, nx
+				px++
+				continue
+			case '?':
+				if nx < len(name) {
+					_, w := utf8.DecodeRuneInString(name[nx:])
+					px, nx = px+1, nx+w
+					continue
+				}
+			case '[':
+				if nx < len(name) {
+					r, w := utf8.DecodeRuneInString(name[nx:])
+					if n, ok := matchClass(pattern[px:], r); ok {
+						px, nx = px+n, nx+w
+						continue
+					}
+				}
+			case '\\':
+				if px+1 < len(pattern) && nx < len(name) && pattern[px+1] == name[nx] {
+					px, nx = px+2, nx+1
+					continue
+				}
+			default:
+				if nx < len(name) && name[nx] == c {
+					px, nx = px+1, nx+1
+					continue
+				}
+			}
+		}
+		// Mismatch: let the last '*' swallow one more character.
+		if star >= 0 && starN < len(name) {
+			_, w := utf8.DecodeRuneInString(name[starN:])
+			starN += w
+			px, nx = star+1, starN
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// matchClass matches r against the class at the start of pattern ("[...]")
+// and returns the class's length. A malformed class matches nothing.
+func matchClass(pattern string, r rune) (int, bool) {
+	i := 1
+	negate := i < len(pattern) && pattern[i] == '^'
+	if negate {
+		i++
+	}
+	matched := false
+	for first := true; ; first = false {
+		if i >= len(pattern) {
+			return 0, false
+		}
+		if pattern[i] == ']' && !first {
+			i++
+			break
+		}
+		lo, n, ok := classChar(pattern[i:])
+		if !ok {
+			return 0, false
+		}
+		i += n
+		hi := lo
+		if i < len(pattern) && pattern[i] == '-' {
+			if hi, n, ok = classChar(pattern[i+1:]); !ok {
+				return 0, false
+			}
+			i += 1 + n
+		}
+		if lo <= r && r <= hi {
+			matched = true
+		}
+	}
+	return i, matched != negate
+}
+
+// classChar reads one, possibly escaped, character of a class.
+func classChar(s string) (rune, int, bool) {
+	if s == "" || s[0] == '-' || s[0] == ']' {
+		return 0, 0, false
+	}
+	n := 0
+	if s[0] == '\\' {
+		n = 1
+		if len(s) < 2 {
+			return 0, 0, false
+		}
+	}
+	r, w := utf8.DecodeRuneInString(s[n:])
+	return r, n + w, true
 }

@@ -2,22 +2,37 @@ package discover
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 )
 
-// Selector decides which processes are traced: those that match an Include
-// rule (every process when there is none) and no Exclude rule.
+// Selector decides which processes are traced: those named by pid or
+// matched by an Include rule, and never one matched by an Exclude rule.
+// With neither pids nor Include rules, every process is traced but the
+// excluded ones. The calling process (sonde) is never traced.
 type Selector struct {
+	PIDs    []int
 	Include []Rule
 	Exclude []Rule
+
+	pids map[int]bool
+	self int
 }
 
 // NewSelector validates the rules. An exe pattern that names a symlink,
 // such as /usr/bin/python3, also matches the file it resolves to, because
 // /proc/PID/exe shows the resolved path.
-func NewSelector(include, exclude []Rule) (*Selector, error) {
-	s := &Selector{}
+func NewSelector(pids []int, include, exclude []Rule) (*Selector, error) {
+	s := &Selector{PIDs: slices.Clone(pids), pids: make(map[int]bool), self: os.Getpid()}
+	for _, p := range pids {
+		if p <= 0 {
+			return nil, fmt.Errorf("pid %d: must be positive", p)
+		}
+		s.pids[p] = true
+	}
 	for _, set := range []struct {
 		in  []Rule
 		out *[]Rule
@@ -39,8 +54,17 @@ func NewSelector(include, exclude []Rule) (*Selector, error) {
 	return s, nil
 }
 
-// All reports whether the selector takes every process.
-func (s *Selector) All() bool { return len(s.Include) == 0 && len(s.Exclude) == 0 }
+// All reports whether every process is traced (but sonde): no pid, no
+// rule narrows the choice.
+func (s *Selector) All() bool {
+	return len(s.PIDs) == 0 && len(s.Include) == 0 && len(s.Exclude) == 0
+}
+
+// WatchExec reports whether a process that execs may be selected by what
+// it becomes: there are rules to judge it by.
+func (s *Selector) WatchExec() bool {
+	return !s.All() && (len(s.Include) > 0 || len(s.PIDs) == 0)
+}
 
 // Needs says which facts Decide reads.
 func (s *Selector) Needs() Fields {
@@ -54,21 +78,38 @@ func (s *Selector) Needs() Fields {
 	return f
 }
 
-// OnlyExe reports whether every rule looks at the executable alone, so a
-// decision can be made from the path the kernel executed even when the
-// process is already gone.
-func (s *Selector) OnlyExe() bool {
-	return s.Needs()&^FieldExe == 0
+// Mutable reports whether a process rejected once may be selected later
+// without an exec: it may open the listening port a rule names, or rewrite
+// its argv.
+func (s *Selector) Mutable() bool {
+	return s.Needs()&(FieldPorts|FieldCmdline) != 0
+}
+
+// Excluded reports whether an Exclude rule matches p, and which.
+func (s *Selector) Excluded(p *Process) (Rule, bool) {
+	for _, r := range s.Exclude {
+		if ok, _ := r.Match(p); ok {
+			return r, true
+		}
+	}
+	return Rule{}, false
 }
 
 // Decide reports whether p is traced, and why in words a user can act on.
 func (s *Selector) Decide(p *Process) (traced bool, reason string) {
-	for _, r := range s.Exclude {
-		if ok, _ := r.Match(p); ok {
-			return false, fmt.Sprintf("excluded by rule %s", r)
-		}
+	if s.self != 0 && p.PID == s.self {
+		return false, "sonde itself"
+	}
+	if r, ok := s.Excluded(p); ok {
+		return false, fmt.Sprintf("excluded by rule %s", r)
+	}
+	if s.pids[p.PID] {
+		return true, fmt.Sprintf("selected by --pid %d", p.PID)
 	}
 	if len(s.Include) == 0 {
+		if len(s.PIDs) > 0 {
+			return false, "not among --pid " + joinInts(s.PIDs)
+		}
 		return true, "every process is traced"
 	}
 	var misses []string
@@ -79,5 +120,36 @@ func (s *Selector) Decide(p *Process) (traced bool, reason string) {
 		}
 		misses = append(misses, fmt.Sprintf("%s: %s", r, miss))
 	}
-	return false, "no rule selects it (" + strings.Join(misses, "; ") + ")"
+	reason = "no rule selects it (" + strings.Join(misses, "; ") + ")"
+	if len(s.PIDs) > 0 {
+		reason = "not among --pid " + joinInts(s.PIDs) + "; " + reason
+	}
+	return false, reason
+}
+
+// String says what is selected, for logs.
+func (s *Selector) String() string {
+	var parts []string
+	if len(s.PIDs) > 0 {
+		parts = append(parts, "pids "+joinInts(s.PIDs))
+	}
+	for _, r := range s.Include {
+		parts = append(parts, "rule "+r.String())
+	}
+	if len(s.PIDs) == 0 && len(s.Include) == 0 {
+		parts = append(parts, "all processes")
+	}
+	for _, r := range s.Exclude {
+		parts = append(parts, "excluding "+r.String())
+	}
+	return strings.Join(parts, ", ")
+}
+
+func joinInts(v []int) string {
+	sorted := slices.Sorted(slices.Values(v))
+	parts := make([]string, len(sorted))
+	for i, n := range sorted {
+		parts[i] = strconv.Itoa(n)
+	}
+	return strings.Join(parts, ",")
 }

@@ -7,10 +7,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 )
 
 const (
@@ -60,7 +63,7 @@ func newOTLP(ctx context.Context) (sdktrace.SpanExporter, error) {
 	)
 	switch strings.TrimSpace(protocol) {
 	case "", "grpc":
-		exp, err = otlptracegrpc.New(ctx)
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithDialOption(grpc.WithConnectParams(reconnect)))
 	case "http/protobuf":
 		exp, err = otlptracehttp.New(ctx)
 	default:
@@ -70,6 +73,19 @@ func newOTLP(ctx context.Context) (sdktrace.SpanExporter, error) {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// reconnect shortens gRPC's reconnect backoff, which grows to two minutes by
+// default: a collector that restarts would otherwise see no span for many
+// seconds after it is back, and every span made meanwhile fails to export.
+var reconnect = grpc.ConnectParams{
+	Backoff: backoff.Config{
+		BaseDelay:  250 * time.Millisecond,
+		Multiplier: 1.6,
+		Jitter:     0.2,
+		MaxDelay:   2 * time.Second,
+	},
+	MinConnectTimeout: 5 * time.Second,
 }
 
 func checkEndpoint(name string) error {

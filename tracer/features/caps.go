@@ -117,6 +117,68 @@ func canBPF(caps CapSet) (missing []Capability) {
 	return missing
 }
 
+// TraceCaps is the exact capability set `sonde trace` needs, as root or
+// not, when tracefs is already mounted (a DaemonSet with a hostPath mount of
+// /sys/kernel/tracing, a systemd unit on a host that mounts it). It is the
+// single source of truth for deploy/: the DaemonSet's securityContext and
+// the systemd unit's capability sets must equal it, which e2e tests check.
+//
+// Each one was verified on the reference platform by removing it:
+//   - CAP_BPF: creating the maps fails with EPERM.
+//   - CAP_PERFMON: loading any tracepoint program fails with EPERM (and
+//     bpf_probe_read_kernel, which every program uses, needs it too).
+//   - CAP_SYS_PTRACE: /proc/PID/exe, /proc/PID/fd/N and /proc/PID/cwd of a
+//     process of another user, or with capabilities sonde lacks, give
+//     EACCES: --exe matches nothing, port selection finds no socket, and
+//     spans lose process.executable.path.
+//   - CAP_DAC_READ_SEARCH: /proc/PID/environ (mode 0400) and /proc/PID/fd
+//     (mode 0500) of a process of another user give EACCES even to uid 0:
+//     OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES of the traced process
+//     are lost, and service.name falls back to the executable name. It also
+//     reads tracefs when sonde does not run as its owner.
+func TraceCaps() CapSet { return capSet(traceCaps...) }
+
+// traceCaps is TraceCaps in the order messages name them.
+var traceCaps = []Capability{CapBPF, CapPerfmon, CapSysPtrace, CapDACReadSearch}
+
+// MountCaps is what `sonde trace` needs on top of [TraceCaps] when tracefs
+// is not mounted and sonde must mount it itself.
+func MountCaps() CapSet { return capSet(CapSysAdmin) }
+
+func capSet(caps ...Capability) CapSet {
+	var s CapSet
+	for _, c := range caps {
+		s |= 1 << c
+	}
+	return s
+}
+
+// Names returns the names of the capabilities in the set in numeric order,
+// as CAP_BPF.
+func (s CapSet) Names() []string {
+	caps := s.Caps()
+	names := make([]string, len(caps))
+	for i, c := range caps {
+		names[i] = c.String()
+	}
+	return names
+}
+
+// ParseCapability reads a capability name: CAP_BPF, cap_bpf or BPF (the
+// Kubernetes spelling).
+func ParseCapability(name string) (Capability, error) {
+	n := strings.ToUpper(strings.TrimSpace(name))
+	if !strings.HasPrefix(n, "CAP_") {
+		n = "CAP_" + n
+	}
+	for i, c := range capNames {
+		if c == n {
+			return Capability(i), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown capability %q", name)
+}
+
 // PrivilegeError is returned by [CheckPrivileges] when the process lacks
 // capabilities that `sonde trace` cannot work without.
 type PrivilegeError struct {
@@ -132,25 +194,56 @@ type PrivilegeError struct {
 
 func (e *PrivilegeError) Error() string {
 	var b strings.Builder
-	b.WriteString("sonde needs CAP_BPF and CAP_PERFMON (or root)")
+	names := make([]string, len(traceCaps))
+	for i, c := range traceCaps {
+		names[i] = c.String()
+	}
+	b.WriteString("sonde trace needs " + joinAnd(names) + " (or root)")
 	if e.MountTracefs {
 		b.WriteString(", and CAP_SYS_ADMIN to mount tracefs at " + tracefsPath)
 	}
 	if e.ReadTracefs {
-		b.WriteString(", and CAP_DAC_READ_SEARCH to read tracefs")
+		b.WriteString("; tracefs is not readable without CAP_DAC_READ_SEARCH")
 	}
-	names := make([]string, len(e.Missing))
+	parts := make([]string, len(e.Missing))
 	for i, c := range e.Missing {
-		names[i] = c.String()
+		parts[i] = c.String()
+		if r := traceNeed(c); r != "" {
+			parts[i] += " (" + r + ")"
+		}
 	}
-	fmt.Fprintf(&b, "; missing: %s; run as root or grant them", strings.Join(names, ", "))
+	fmt.Fprintf(&b, "; missing: %s; run as root or grant them", strings.Join(parts, ", "))
 	return b.String()
+}
+
+func joinAnd(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// traceNeed is what `sonde trace` loses without c.
+func traceNeed(c Capability) string {
+	switch c {
+	case CapBPF:
+		return "create maps and load programs"
+	case CapPerfmon:
+		return "load and attach tracepoint programs"
+	case CapSysPtrace:
+		return "read /proc/PID/exe and /proc/PID/fd of other processes"
+	case CapDACReadSearch:
+		return "read /proc/PID/environ and /proc/PID/fd of other users' processes"
+	case CapSysAdmin:
+		return "mount tracefs"
+	}
+	return ""
 }
 
 // CheckPrivileges is a fast pre-flight for `sonde trace`: it returns a
 // *PrivilegeError naming what is missing when the effective capabilities of
-// the process cannot load and attach sonde's programs, or mount or read
-// tracefs as needed.
+// the process are not a superset of [TraceCaps] (CAP_SYS_ADMIN stands in
+// for CAP_BPF and CAP_PERFMON), or cannot mount or read tracefs as needed.
 func CheckPrivileges() error {
 	caps, err := EffectiveCaps()
 	if err != nil {
@@ -176,13 +269,17 @@ func CheckPrivileges() error {
 
 func checkPrivileges(caps CapSet, tracefsMounted, tracefsReadable bool) error {
 	e := &PrivilegeError{Missing: canBPF(caps)}
+	for _, c := range []Capability{CapSysPtrace, CapDACReadSearch} {
+		if !caps.Has(c) {
+			e.Missing = append(e.Missing, c)
+		}
+	}
 	if !tracefsMounted && !caps.Has(CapSysAdmin) {
 		e.MountTracefs = true
 		e.Missing = append(e.Missing, CapSysAdmin)
 	}
 	if tracefsMounted && !tracefsReadable && !caps.Has(CapDACReadSearch) {
 		e.ReadTracefs = true
-		e.Missing = append(e.Missing, CapDACReadSearch)
 	}
 	if len(e.Missing) == 0 {
 		return nil
@@ -199,7 +296,7 @@ var capNeeds = []struct {
 	{CapBPF, "load programs and create maps"},
 	{CapPerfmon, "attach tracing programs and read kernel memory"},
 	{CapSysAdmin, "mount tracefs; stands in for CAP_BPF and CAP_PERFMON"},
-	{CapSysPtrace, "read /proc/PID/environ and maps of other users' processes"},
-	{CapDACReadSearch, "read other users' executables and libraries to place uprobes"},
+	{CapSysPtrace, "read /proc/PID/exe and /proc/PID/fd of other processes"},
+	{CapDACReadSearch, "read /proc/PID/environ and /proc/PID/fd of other users' processes, and tracefs when not its owner"},
 	{CapNetAdmin, "sockops and TC programs, planned"},
 }

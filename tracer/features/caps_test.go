@@ -77,17 +77,29 @@ func TestCheckPrivilegesDecision(t *testing.T) {
 		mounted, readable bool
 		want              string // "" for no error
 	}{
-		{"root", set(CapBPF, CapPerfmon, CapSysAdmin, CapDACReadSearch), false, false, ""},
-		{"sys_admin stands in", set(CapSysAdmin), true, true, ""},
-		{"bpf and perfmon, tracefs mounted", set(CapBPF, CapPerfmon), true, true, ""},
+		{"root", set(CapBPF, CapPerfmon, CapSysAdmin, CapDACReadSearch, CapSysPtrace), false, false, ""},
+		{"exact set, tracefs mounted", TraceCaps(), true, true, ""},
+		{"exact set and mount, tracefs not mounted", TraceCaps() | MountCaps(), false, false, ""},
+		{"sys_admin stands in for bpf and perfmon", set(CapSysAdmin, CapSysPtrace, CapDACReadSearch), true, true, ""},
 		{"nothing", 0, true, true,
-			"sonde needs CAP_BPF and CAP_PERFMON (or root); missing: CAP_BPF, CAP_PERFMON; run as root or grant them"},
-		{"no bpf", set(CapPerfmon), true, true,
-			"sonde needs CAP_BPF and CAP_PERFMON (or root); missing: CAP_BPF; run as root or grant them"},
-		{"cannot mount tracefs", set(CapBPF, CapPerfmon), false, false,
-			"sonde needs CAP_BPF and CAP_PERFMON (or root), and CAP_SYS_ADMIN to mount tracefs at /sys/kernel/tracing; missing: CAP_SYS_ADMIN; run as root or grant them"},
-		{"cannot read tracefs", set(CapBPF, CapPerfmon), true, false,
-			"sonde needs CAP_BPF and CAP_PERFMON (or root), and CAP_DAC_READ_SEARCH to read tracefs; missing: CAP_DAC_READ_SEARCH; run as root or grant them"},
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_BPF (create maps and load programs), CAP_PERFMON (load and attach tracepoint programs), " +
+				"CAP_SYS_PTRACE (read /proc/PID/exe and /proc/PID/fd of other processes), " +
+				"CAP_DAC_READ_SEARCH (read /proc/PID/environ and /proc/PID/fd of other users' processes); run as root or grant them"},
+		{"no bpf", TraceCaps() &^ set(CapBPF), true, true,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_BPF (create maps and load programs); run as root or grant them"},
+		{"no perfmon", TraceCaps() &^ set(CapPerfmon), true, true,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_PERFMON (load and attach tracepoint programs); run as root or grant them"},
+		{"no sys_ptrace", TraceCaps() &^ set(CapSysPtrace), true, true,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_SYS_PTRACE (read /proc/PID/exe and /proc/PID/fd of other processes); run as root or grant them"},
+		{"no dac_read_search", TraceCaps() &^ set(CapDACReadSearch), true, true,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_DAC_READ_SEARCH (read /proc/PID/environ and /proc/PID/fd of other users' processes); run as root or grant them"},
+		{"bpf and perfmon only", set(CapBPF, CapPerfmon), true, true,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); missing: CAP_SYS_PTRACE (read /proc/PID/exe and /proc/PID/fd of other processes), " +
+				"CAP_DAC_READ_SEARCH (read /proc/PID/environ and /proc/PID/fd of other users' processes); run as root or grant them"},
+		{"cannot mount tracefs", TraceCaps(), false, false,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root), and CAP_SYS_ADMIN to mount tracefs at /sys/kernel/tracing; missing: CAP_SYS_ADMIN (mount tracefs); run as root or grant them"},
+		{"cannot read tracefs", TraceCaps() &^ set(CapDACReadSearch), true, false,
+			"sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); tracefs is not readable without CAP_DAC_READ_SEARCH; missing: CAP_DAC_READ_SEARCH (read /proc/PID/environ and /proc/PID/fd of other users' processes); run as root or grant them"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := checkPrivileges(tc.caps, tc.mounted, tc.readable)
@@ -105,5 +117,24 @@ func TestCheckPrivilegesDecision(t *testing.T) {
 				t.Errorf("message\n got: %s\nwant: %s", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestTraceCapsNames(t *testing.T) {
+	got := TraceCaps().Names()
+	want := []string{"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE", "CAP_PERFMON", "CAP_BPF"}
+	if !slices.Equal(got, want) {
+		t.Errorf("TraceCaps = %v, want %v", got, want)
+	}
+	if got := MountCaps().Names(); !slices.Equal(got, []string{"CAP_SYS_ADMIN"}) {
+		t.Errorf("MountCaps = %v", got)
+	}
+	for _, name := range []string{"CAP_BPF", "cap_bpf", "BPF", "bpf"} {
+		if c, err := ParseCapability(name); err != nil || c != CapBPF {
+			t.Errorf("ParseCapability(%q) = %v, %v", name, c, err)
+		}
+	}
+	if _, err := ParseCapability("CAP_NOPE"); err == nil {
+		t.Errorf("ParseCapability accepted CAP_NOPE")
 	}
 }

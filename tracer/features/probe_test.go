@@ -243,8 +243,11 @@ func TestUnprivileged(t *testing.T) {
 	res := runChild(t, testutil.Nobody...)
 	report(t, res.Report)
 
-	const want = "sonde needs CAP_BPF and CAP_PERFMON (or root), and CAP_DAC_READ_SEARCH to read tracefs; " +
-		"missing: CAP_BPF, CAP_PERFMON, CAP_DAC_READ_SEARCH; run as root or grant them"
+	const want = "sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); " +
+		"tracefs is not readable without CAP_DAC_READ_SEARCH; " +
+		"missing: CAP_BPF (create maps and load programs), CAP_PERFMON (load and attach tracepoint programs), " +
+		"CAP_SYS_PTRACE (read /proc/PID/exe and /proc/PID/fd of other processes), " +
+		"CAP_DAC_READ_SEARCH (read /proc/PID/environ and /proc/PID/fd of other users' processes); run as root or grant them"
 	if res.CheckPrivileges != want || !res.Typed {
 		t.Errorf("CheckPrivileges = %q (typed %v), want %q", res.CheckPrivileges, res.Typed, want)
 	}
@@ -279,7 +282,8 @@ func TestCheckPrivilegesWithoutBPF(t *testing.T) {
 		t.Fatal(err)
 	}
 	res := runChild(t, "setpriv", "--inh-caps=-all", "--bounding-set=-bpf,-sys_admin")
-	const want = "sonde needs CAP_BPF and CAP_PERFMON (or root); missing: CAP_BPF; run as root or grant them"
+	const want = "sonde trace needs CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH (or root); " +
+		"missing: CAP_BPF (create maps and load programs); run as root or grant them"
 	if res.CheckPrivileges != want {
 		t.Errorf("CheckPrivileges = %q, want %q", res.CheckPrivileges, want)
 	}
