@@ -1,0 +1,125 @@
+package main
+
+// sonde's own Prometheus endpoint, served while `sonde trace` runs.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/tracer"
+	"github.com/sondehq/sonde/tracer/export"
+	"github.com/sondehq/sonde/tracer/metrics"
+)
+
+// listenMetrics binds the metrics address. It returns a nil listener when
+// metrics are disabled, or when the default address is taken: another
+// agent there must not keep sonde from tracing, whereas an address the user
+// chose is one they will scrape, so failing to bind it is an error.
+func listenMetrics(a listenAddr, log *slog.Logger) (net.Listener, error) {
+	if a.addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", a.addr)
+	if err == nil {
+		return ln, nil
+	}
+	if a.explicit {
+		return nil, fmt.Errorf("metrics address %s: %w (choose another with --metrics-addr, or disable metrics with --metrics-addr '')", a.addr, err)
+	}
+	log.Warn("running without metrics: the default metrics address is not available; choose another with --metrics-addr",
+		"addr", a.addr, "error", err)
+	return nil, nil
+}
+
+// serveMetrics serves /metrics on ln until the returned stop is called.
+func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, log *slog.Logger) (stop func(), err error) {
+	reg, err := metrics.NewRegistry(metrics.NewCollector(snap, &metrics.Options{
+		Build:             metrics.Build{Version: version, Revision: vcsRevision()},
+		ParseErrorReasons: parseErrorReasons(),
+	}))
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metrics.Handler(reg))
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "error", err)
+		}
+	}()
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
+}
+
+// snapshot reads the tracer's and the exporter's counters for a scrape.
+func snapshot(t *tracer.Tracer, exp *export.Exporter) func() metrics.Snapshot {
+	return func() metrics.Snapshot {
+		s, e := t.Stats(), exp.Stats()
+		return metrics.Snapshot{
+			SpansExported:      e.Exported,
+			SpansDropped:       e.Dropped,
+			ExportFailures:     e.Failed,
+			Spans:              s.Spans,
+			Events:             s.Events,
+			EventsLost:         s.Lost,
+			RingBufferSize:     s.RingBufferSize,
+			RingBufferPending:  s.RingBufferPending,
+			ParseErrors:        s.ParseErrors,
+			Processes:          s.Processes,
+			AttachFailures:     s.AttachFailures,
+			TargetsFull:        s.TargetsFull,
+			Connections:        s.Conns,
+			ConnectionsEvicted: s.ConnsEvicted,
+			ExchangesLost:      s.LostExchanges,
+			BadRecords:         s.BadRecords,
+			Attached:           s.Attached,
+			AttachDelaySum:     s.AttachDelaySum,
+			AttachDelayMax:     s.AttachDelayMax,
+		}
+	}
+}
+
+// parseErrorReasons lists the reasons the tracer counts parse errors by, so
+// that each series exists, at zero, before its first error: the HTTP
+// parser's reasons, numbered from 1 without gaps, and the two the tracer
+// adds (see tracer/handle.go).
+func parseErrorReasons() []string {
+	reasons := []string{"not_http", "other"}
+	for r := http1.Reason(1); r.String() != "unknown"; r++ {
+		reasons = append(reasons, r.String())
+	}
+	return reasons
+}
+
+// vcsRevision is the commit the binary was built from, when Go recorded it.
+func vcsRevision() string {
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return ""
+}
