@@ -19,7 +19,7 @@ FUZZTIME   ?= 20s
 TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates systemd
 DEMO_PACKAGES := python3 curl
 
-.PHONY: static image all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean
+.PHONY: offsets static image all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean
 
 all: build
 
@@ -62,6 +62,11 @@ check-generate: generate
 generate:
 	cd tracer && BPF_CLANG="$(BPF_CLANG)" BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
 
+# The struct offsets of Go binaries without DWARF, embedded in sonde: builds
+# a program with each supported Go toolchain and reads its DWARF.
+offsets:
+	$(GO) run ./offsets/internal/gen
+
 # vmlinux.h is pinned; refresh it only on purpose, from a kernel with BTF.
 vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/headers/vmlinux.h
@@ -71,7 +76,7 @@ bench: deps-test
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./protocols/... ./tracer/...)
 
 fuzz:
-	@for pkg in $$($(GO) list ./protocols/... ./tracer/...); do \
+	@for pkg in $$($(GO) list ./protocols/... ./tracer/... ./offsets/...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \

@@ -13,51 +13,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 
-#include "events.h"
-#include "maps.h"
-#include "sock.h"
+#include "emit.h"
 
 #define EINPROGRESS 115
 
-// Set by the loader before the programs are loaded.
+// Set by the loader before the programs are loaded; the switches that both
+// objects read are in emit.h.
 volatile const __u32 cfg_capture_bytes = 4096;
-volatile const __u32 cfg_self_tgid = 0;
-volatile const __u8 cfg_trace_all = 0;
 volatile const __u8 cfg_watch_exec = 0;
-// Wake the reader when this much is pending. A wakeup per event would cost
-// the traced thread an irq_work and the reader a context switch per
-// request; userspace polls on a short timer instead.
-volatile const __u32 cfg_wakeup_bytes = 65536;
-
-// Written by userspace while the programs run: 0 until every program is
-// attached and again before any is detached, so that tracing starts and
-// stops at one instant for all syscalls. Attached one by one, the read
-// probe could see a request whose response the write probe misses, or the
-// other way round, and report an exchange that never happened.
-volatile __u32 running = 0;
-
-static __always_inline void count(__u32 which)
-{
-	__u64 *v = bpf_map_lookup_elem(&counters, &which);
-	if (v)
-		*v += 1; // per-CPU slot: no atomic needed
-}
-
-static __always_inline bool selected(__u32 tgid)
-{
-	if (!running)
-		return false;
-	if (tgid == cfg_self_tgid)
-		return false; // never trace our own export traffic
-	if (cfg_trace_all)
-		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
-}
-
-static __always_inline bool current_selected(void)
-{
-	return selected(bpf_get_current_pid_tgid() >> 32);
-}
 
 // The syscall's saved user registers: arguments in di, si, dx.
 static __always_inline struct pt_regs *syscall_regs(void)
@@ -73,95 +36,6 @@ static __always_inline __u64 capture_limit(__u64 moved)
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
 	return n;
-}
-
-static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int fd, struct sock *sk)
-{
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
-	if (!b)
-		return NULL;
-	struct event *e = &b->hdr;
-	__u64 id = bpf_get_current_pid_tgid();
-	e->ts = bpf_ktime_get_ns();
-	e->sock = (__u64)sk;
-	e->tgid = id >> 32;
-	e->tid = (__u32)id;
-	e->fd = fd;
-	e->size = 0;
-	e->captured = 0;
-	e->kind = kind;
-	e->dir = DIR_NONE;
-	e->syscall = syscall;
-	e->family = 0;
-	e->flags = 0;
-	e->sport = 0;
-	e->dport = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	if (sk)
-		fill_tuple(e, sk);
-	return b;
-}
-
-// mark_after_loss flags the event when its socket lost one before.
-static __always_inline void mark_after_loss(struct event *e)
-{
-	__u32 zero = 0;
-	__s64 *pending = bpf_map_lookup_elem(&lossy_count, &zero);
-	if (!e->sock || !pending || *pending <= 0)
-		return;
-	if (!bpf_map_lookup_elem(&lossy, &e->sock))
-		return;
-	e->flags |= EVENT_F_AFTER_LOSS;
-	if (bpf_map_delete_elem(&lossy, &e->sock) == 0)
-		__sync_fetch_and_add(pending, -1);
-}
-
-static __always_inline void remember_loss(__u64 sock)
-{
-	__u32 zero = 0;
-	__u8 one = 1;
-	__s64 *pending = bpf_map_lookup_elem(&lossy_count, &zero);
-	if (sock && pending && bpf_map_update_elem(&lossy, &sock, &one, BPF_NOEXIST) == 0)
-		__sync_fetch_and_add(pending, 1);
-}
-
-static __always_inline void submit_flags(struct event_buf *b, bool wake);
-
-static __always_inline void submit(struct event_buf *b)
-{
-	submit_flags(b, false);
-}
-
-// submit_now wakes the reader at once: for rare process events that
-// userspace must act on while the process still exists.
-static __always_inline void submit_now(struct event_buf *b)
-{
-	submit_flags(b, true);
-}
-
-static __always_inline void submit_flags(struct event_buf *b, bool wake)
-{
-	mark_after_loss(&b->hdr);
-	__u64 n = b->hdr.captured;
-	// Re-bound n here: the verifier does not carry the bound through the
-	// store to and load from the map value.
-	if (n > CAPTURE_MAX)
-		n = CAPTURE_MAX;
-	// Wake the reader when this event makes the backlog cross the
-	// threshold, not for every event above it: a reader that fell behind
-	// is awake already, and a wakeup per event costs the traced thread an
-	// irq_work each (it tripled the server's overhead under overload).
-	__u64 size = sizeof(struct event) + n;
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (wake || (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes))
-		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, b, size, flags)) {
-		count(COUNTER_LOST);
-		remember_loss(b->hdr.sock);
-	} else
-		count(COUNTER_EVENTS);
 }
 
 static __always_inline void capture_buf(struct event_buf *b, __u64 ptr, __u64 moved)

@@ -529,7 +529,7 @@ func TestRingBufferBurstThenRecovery(t *testing.T) {
 		t.Errorf("want %d spans after the burst, got %d (stats %v)", after, len(fresh), r.stats)
 	}
 	for _, sp := range fresh {
-		if sp.Name != "GET" || sp.attr("url.path") != "/hello" || sp.attr("http.response.status_code") != "200" || sp.Kind != "server" {
+		if sp.Name != "GET /hello" || sp.attr("url.path") != "/hello" || sp.attr("http.response.status_code") != "200" || sp.Kind != "server" {
 			t.Errorf("span after the burst: %s", sp)
 		}
 	}

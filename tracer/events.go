@@ -9,13 +9,15 @@ import (
 
 // Values of the C enums in bpf/headers/events.h.
 const (
-	eventData    = 1
-	eventAccept  = 2
-	eventConnect = 3
-	eventClose   = 4
-	eventExec    = 5
-	eventExit    = 6
-	eventFork    = 7
+	eventData     = 1
+	eventAccept   = 2
+	eventConnect  = 3
+	eventClose    = 4
+	eventExec     = 5
+	eventExit     = 6
+	eventFork     = 7
+	eventGoServer = 8
+	eventGoClient = 9
 
 	dirEgress  = 1
 	dirIngress = 2

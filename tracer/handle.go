@@ -40,6 +40,8 @@ func (t *Tracer) handle(raw []byte) {
 		t.onExec(e, data)
 	case eventExit:
 		t.onExit(e.Tgid, t.sinceMono(e.Ts))
+	case eventGoServer, eventGoClient:
+		t.onGoSpan(e, data)
 	case eventFork:
 		if t.selected != nil { // the kernel sends none when tracing all
 			t.selected[e.Tgid] = true
@@ -109,9 +111,15 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 	}
 	c.inError = false
 	c.exchanges += uint64(len(xs))
+	covered := t.goProbes.covers(c.key.tgid)
 	for i := range xs {
-		t.opts.Sink.Export(t.httpSpan(c, c.proc, &xs[i]))
-		t.stats.spans.Add(1)
+		s := t.httpSpan(c, c.proc, &xs[i])
+		if covered {
+			path, _ := splitTarget(xs[i].Request.Target)
+			t.onSocketView(c, s, xs[i].Request.Method, path)
+			continue
+		}
+		t.exportSpan(s)
 	}
 	t.xbuf = xs[:0]
 }
@@ -199,6 +207,7 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 	}
 	p := readProcess(t.opts.ProcRoot, tgid, comm, t.host)
 	t.procs[tgid] = p
+	t.goProbes.add(t.opts.ProcRoot, tgid)
 	return p
 }
 
@@ -208,6 +217,7 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 // this runs is still decided on what it was.
 func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	delete(t.procs, e.Tgid) // exec replaced the program: re-read its identity
+	t.goProbes.remove(e.Tgid)
 	delete(t.rejected, e.Tgid)
 	path, args, _ := bytes.Cut(payload, []byte{0})
 	p, ok, reason := t.selection.decideExec(e.Tgid, string(path), discover.ParseCmdline(args))
@@ -277,6 +287,7 @@ func (t *Tracer) onExit(tgid uint32, delay time.Duration) {
 	delete(t.procs, tgid)
 	delete(t.listen, tgid)
 	delete(t.rejected, tgid)
+	t.goProbes.remove(tgid)
 	if t.selected != nil {
 		delete(t.selected, tgid)
 		delete(t.explicit, tgid)

@@ -42,6 +42,9 @@ type Options struct {
 	Sink   Sink
 	Logger *slog.Logger
 
+	// NoGoProbes leaves Go programs to socket capture alone: no uprobes.
+	NoGoProbes bool
+
 	// ProcRoot is where procfs is mounted. Default /proc.
 	ProcRoot string
 }

@@ -26,12 +26,17 @@ import (
 // Tracer is a loaded and attached set of probes and the state built from
 // their events. Run it with Run; release it with Close.
 type Tracer struct {
-	opts   Options
-	log    *slog.Logger
-	spec   *ebpf.CollectionSpec // as loaded: attach reads its section names
-	coll   *ebpf.Collection
-	links  []link.Link
-	reader *ringbuf.Reader
+	opts Options
+	log  *slog.Logger
+	spec *ebpf.CollectionSpec // as loaded: attach reads its section names
+	coll *ebpf.Collection
+	// goColl holds the Go uprobe programs; its maps shared with coll are
+	// coll's own.
+	goColl   *ebpf.Collection
+	goProbes *goProbes
+	gostate  goState
+	links    []link.Link
+	reader   *ringbuf.Reader
 
 	clock clock
 	ids   idSource
@@ -81,6 +86,7 @@ type counters struct {
 	pendingAtExit, unknownEvents          atomic.Uint64
 	resyncs, lostExchanges                atomic.Uint64
 	attached, attachFailures              atomic.Uint64
+	goSpans, goMerged, goSocketOnly       atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
 	processes                             atomic.Int64
 
@@ -112,6 +118,7 @@ func New(opts *Options) (*Tracer, error) {
 		t.explicit = make(map[uint32]bool)
 	}
 	t.stats.parseErrors = make(map[string]uint64)
+	t.gostate.init()
 	t.host, _ = os.Hostname()
 	if err := t.clock.sync(); err != nil {
 		return nil, fmt.Errorf("read clocks: %w", err)
@@ -184,10 +191,46 @@ func (t *Tracer) load() error {
 		return fmt.Errorf("load bpf programs: %w", err)
 	}
 	t.targets = t.coll.Maps["targets"]
+	if !t.opts.NoGoProbes {
+		if err := t.loadGo(vars); err != nil {
+			return err
+		}
+	}
 	t.reader, err = ringbuf.NewReader(t.coll.Maps["events"])
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
 	}
+	return nil
+}
+
+// loadGo loads the Go uprobe programs, sharing the socket object's ring
+// buffer, targets and counters, with the same switches.
+func (t *Tracer) loadGo(vars map[string]any) error {
+	spec, err := loadGohttp()
+	if err != nil {
+		return fmt.Errorf("read go bpf object: %w", err)
+	}
+	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes"} {
+		if err := spec.Variables[name].Set(vars[name]); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	shared := map[string]*ebpf.Map{}
+	for _, name := range []string{"events", "targets", "counters", "scratch", "lossy", "lossy_count"} {
+		m := t.coll.Maps[name]
+		// The loader sized some of them; the replacement must agree.
+		spec.Maps[name].MaxEntries = m.MaxEntries()
+		shared[name] = m
+	}
+	t.goColl, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return fmt.Errorf("load go bpf programs: %+v", ve)
+		}
+		return fmt.Errorf("load go bpf programs: %w", err)
+	}
+	t.goProbes = newGoProbes(t.goColl, t.log)
 	return nil
 }
 
@@ -246,6 +289,11 @@ func (t *Tracer) setRunning(on bool) error {
 	if err := v.Set(val); err != nil {
 		return fmt.Errorf("switch probes on or off: %w", err)
 	}
+	if t.goColl != nil {
+		if err := t.goColl.Variables["running"].Set(val); err != nil {
+			return fmt.Errorf("switch go probes on or off: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -301,6 +349,7 @@ func (t *Tracer) Run(ctx context.Context) error {
 	t.detach()
 	t.drain(&rec)
 	t.abandonAll()
+	t.expireHeld(time.Time{}, true)
 	return nil
 }
 
@@ -323,6 +372,7 @@ func (t *Tracer) detach() {
 		l.Close()
 	}
 	t.links = nil
+	t.goProbes.close()
 }
 
 // Close detaches every probe and frees the kernel objects. It is safe to
@@ -345,6 +395,10 @@ func (t *Tracer) Close() error {
 		t.coll.Close()
 		t.coll = nil
 	}
+	if t.goColl != nil {
+		t.goColl.Close()
+		t.goColl = nil
+	}
 	return nil
 }
 
@@ -361,6 +415,7 @@ func (t *Tracer) tick() {
 		t.lastScan = time.Now()
 	}
 	t.countProcesses()
+	t.expireHeld(time.Now(), false)
 }
 
 // countProcesses publishes how many processes are traced, for Stats.

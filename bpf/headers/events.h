@@ -93,3 +93,86 @@ enum counter {
 	COUNTER_TARGETS_FULL,   // a process could not be selected: targets map full
 	COUNTER_MAX,
 };
+
+// ---- Go uprobes (bpf/gohttp.c) -------------------------------------------
+
+// Event kinds of the Go uprobes, after those above. The payload is a
+// struct go_span; hdr.ts is when the exchange ended, hdr.fd the socket's fd
+// (-1 when it could not be read).
+enum go_event_kind {
+	EVENT_GO_SERVER = 8, // net/http served a request
+	EVENT_GO_CLIENT = 9, // net/http's Transport got a response
+};
+
+#define GO_METHOD_MAX 16
+#define GO_PATH_MAX 256
+#define GO_PATTERN_MAX 128
+#define GO_HOST_MAX 128
+#define GO_REMOTE_MAX 64
+#define GO_QUERY_MAX 128
+
+// A span the Go uprobes saw whole. IDs are chosen in the kernel, so that a
+// client call can name its parent while both are still running; userspace
+// may replace the trace ID with an incoming traceparent's.
+//
+// The strings follow the struct, packed in the order of the lengths below,
+// so that an event costs the ring buffer what it says, not every string's
+// maximum.
+struct go_span {
+	__u64 start_ts;       // CLOCK_MONOTONIC ns
+	__u64 goid;           // goroutine that served or called
+	__u64 trace_id[2];
+	__u64 span_id;
+	__u64 parent_span_id; // 0: none seen in the process
+	__u32 status;         // HTTP status; 0: none
+	__u16 method_len;     // bytes of each packed string
+	__u16 path_len;
+	__u16 query_len;
+	__u16 pattern_len;
+	__u16 host_len;
+	__u16 remote_len;
+	__u8 proto_major;     // 1 or 2
+	__u8 tls;             // 1 when the connection is crypto/tls
+	__u8 _pad[2];
+};
+
+// Where the packed strings may start: a power of two the verifier is shown
+// offsets masked with, larger than the struct plus every string's maximum.
+#define GO_STRINGS_SPAN 1024
+
+// Struct field offsets of one Go binary, from its DWARF or sonde's table.
+// GO_ABSENT marks a field the binary's Go version does not have.
+#define GO_ABSENT 0xffff
+
+struct go_offsets {
+	__u16 g_goid;
+	__u16 g_parent_goid;
+	__u16 request_method;
+	__u16 request_url;
+	__u16 request_host;
+	__u16 request_remote_addr;
+	__u16 request_pattern;
+	__u16 request_proto_major;
+	__u16 request_tls;
+	__u16 url_path;
+	__u16 url_host;
+	__u16 url_scheme;
+	__u16 url_raw_query;
+	__u16 response_conn;      // net/http.response
+	__u16 response_req;
+	__u16 response_status;
+	__u16 conn_rwc;           // net/http.conn: an interface
+	__u16 tls_conn_conn;      // crypto/tls.Conn.conn: an interface
+	__u16 netconn_fd;         // net.conn.fd
+	__u16 netfd_pfd;          // net.netFD.pfd
+	__u16 pollfd_sysfd;       // internal/poll.FD.Sysfd
+	__u16 h2rw_rws;           // net/http.http2responseWriter.rws
+	__u16 h2rws_req;
+	__u16 h2rws_status;
+	__u16 h2rws_conn;         // *http2serverConn
+	__u16 h2sc_conn;          // http2serverConn.conn: an interface
+	__u16 treq_request;       // net/http.transportRequest.Request
+	__u16 resp_status_code;   // net/http.Response.StatusCode
+	__u16 resp_request;       // net/http.Response.Request
+	__u16 mhf_fields;         // net/http.http2MetaHeadersFrame.Fields
+};

@@ -1,0 +1,436 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// Uprobes on Go's net/http: server and client spans, and which goroutine's
+// request a client call belongs to.
+//
+// Every probe is an entry probe on an instruction the kernel emulates (the
+// PUSH RBP after a function's stack check, or a CALL): a single-stepped
+// probe costs ~17 us per hit on these machines, an emulated one ~0.6 us.
+// There are no uretprobes: Go moves goroutine stacks, and a return probe's
+// trampoline address on a moved stack crashes the program. Ends of
+// requests are taken at functions that run when a request ends.
+//
+// Go's register ABI: integer arguments in RAX, RBX, RCX, RDI, RSI, R8...;
+// R14 holds the current goroutine (g) at every function entry.
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "emit.h"
+#include "gomaps.h"
+
+// Emits go_span into BTF, for bpf2go to generate its Go twin.
+_Static_assert(sizeof(struct go_span) + GO_METHOD_MAX + GO_PATH_MAX + GO_QUERY_MAX + GO_PATTERN_MAX +
+			       GO_HOST_MAX + GO_REMOTE_MAX <= GO_STRINGS_SPAN,
+	       "packed strings may pass GO_STRINGS_SPAN");
+const struct go_span *unused_go_span __attribute__((unused));
+
+#define GO_ARG1(ctx) ((ctx)->ax)
+#define GO_ARG2(ctx) ((ctx)->bx)
+#define GO_ARG3(ctx) ((ctx)->cx)
+#define GO_ARG4(ctx) ((ctx)->di)
+#define GO_G(ctx) ((ctx)->r14)
+
+static __always_inline struct go_offsets *offsets_of(struct pt_regs *ctx)
+{
+	__u32 idx = bpf_get_attach_cookie(ctx);
+	return bpf_map_lookup_elem(&go_binaries, &idx);
+}
+
+static __always_inline __u64 read_u64(__u64 addr)
+{
+	__u64 v = 0;
+	bpf_probe_read_user(&v, sizeof(v), (void *)addr);
+	return v;
+}
+
+static __always_inline __u64 goid_of(struct go_offsets *o, __u64 g)
+{
+	return read_u64(g + o->g_goid);
+}
+
+// read_string copies a Go string (pointer, length) found at addr into dst,
+// at most max bytes (max a power of two); returns the bytes copied.
+static __always_inline __u16 read_string(char *dst, __u32 max, __u64 addr)
+{
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} s = {};
+	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr) || !s.ptr)
+		return 0;
+	__u64 n = s.len;
+	if (n > max)
+		n = max;
+	// The verifier must see the bound on the register passed to the helper.
+	asm volatile("" : "+r"(n));
+	n &= 2 * max - 1;
+	if (n > max)
+		return 0;
+	if (bpf_probe_read_user(dst, n, (void *)s.ptr))
+		return 0;
+	return n;
+}
+
+static __always_inline void new_ids(__u64 *trace_id, __u64 *span_id)
+{
+	if (trace_id) {
+		trace_id[0] = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+		trace_id[1] = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+	}
+	*span_id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+	if (!*span_id)
+		*span_id = 1; // an all-zero span ID is invalid
+}
+
+// fd_of_tcpconn reads the fd behind a *net.TCPConn (net.conn.fd is the
+// netFD, whose poll.FD holds the descriptor).
+static __always_inline int fd_of_tcpconn(struct go_offsets *o, __u64 tcpconn)
+{
+	if (!tcpconn)
+		return -1;
+	__u64 netfd = read_u64(tcpconn + o->netconn_fd);
+	if (!netfd)
+		return -1;
+	__s64 fd = (__s64)read_u64(netfd + o->netfd_pfd + o->pollfd_sysfd);
+	return fd >= 0 && fd < (1 << 24) ? (int)fd : -1;
+}
+
+// fd_of_conn follows a net.Conn interface's data word to the TCP socket's
+// fd, through crypto/tls when tls is set.
+static __always_inline int fd_of_conn(struct go_offsets *o, __u64 iface_addr, bool tls)
+{
+	__u64 data = read_u64(iface_addr + 8);
+	if (tls && data)
+		data = read_u64(data + o->tls_conn_conn + 8);
+	return fd_of_tcpconn(o, data);
+}
+
+// put_string appends a Go string found at addr to the event's packed
+// strings, and returns its length.
+static __always_inline __u16 put_string(struct event_buf *b, __u32 *off, __u32 max, __u64 addr)
+{
+	// Masked so the verifier sees the write inside data[]: off never
+	// reaches GO_STRINGS_SPAN (the maxima add up to less).
+	__u16 n = read_string((char *)b->data + (*off & (GO_STRINGS_SPAN - 1)), max, addr);
+	*off += n;
+	return n;
+}
+
+// fill_request packs what a span needs of a *http.Request. A server's
+// Request.TLS says whether its connection is TLS; a client's is unset, and
+// its URL's scheme says.
+static __always_inline void fill_request(struct go_offsets *o, struct event_buf *b, struct go_span *s, __u64 req, bool client)
+{
+	__u32 off = sizeof(struct go_span);
+	__u64 url = read_u64(req + o->request_url);
+	s->method_len = put_string(b, &off, GO_METHOD_MAX, req + o->request_method);
+	if (url) {
+		s->path_len = put_string(b, &off, GO_PATH_MAX, url + o->url_path);
+		s->query_len = put_string(b, &off, GO_QUERY_MAX, url + o->url_raw_query);
+	}
+	if (o->request_pattern != GO_ABSENT)
+		s->pattern_len = put_string(b, &off, GO_PATTERN_MAX, req + o->request_pattern);
+	s->host_len = put_string(b, &off, GO_HOST_MAX, req + o->request_host);
+	if (!s->host_len && url)
+		s->host_len = put_string(b, &off, GO_HOST_MAX, url + o->url_host);
+	s->remote_len = put_string(b, &off, GO_REMOTE_MAX, req + o->request_remote_addr);
+	b->hdr.captured = off;
+	s->proto_major = (__u8)read_u64(req + o->request_proto_major);
+	if (!client) {
+		s->tls = read_u64(req + o->request_tls) != 0;
+		return;
+	}
+	char scheme[8] = {};
+	if (url && read_string(scheme, sizeof(scheme), url + o->url_scheme) == 5)
+		s->tls = scheme[0] == 'h' && scheme[4] == 's';
+}
+
+static __always_inline struct go_span *span_event(struct event_buf **out, __u8 kind, int fd)
+{
+	struct event_buf *b = new_event(kind, 0, fd, NULL);
+	if (!b)
+		return NULL;
+	b->hdr.captured = sizeof(struct go_span);
+	struct go_span *s = (struct go_span *)b->data;
+	__builtin_memset(s, 0, sizeof(*s));
+	*out = b;
+	return s;
+}
+
+// ---- server -----------------------------------------------------------------
+
+// net/http.serverHandler.ServeHTTP(sh, rw ResponseWriter, req *Request):
+// every request net/http serves, HTTP/1 and HTTP/2, passes here on the
+// goroutine that runs the handler.
+SEC("uprobe")
+int go_server_start(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct go_server_state st = {.start_ts = bpf_ktime_get_ns()};
+	new_ids(st.ctx.trace_id, &st.ctx.span_id);
+	bpf_map_update_elem(&go_servers, &key, &st, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o, __u64 req, __u64 status, int fd)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
+	if (!st)
+		return 0; // not started under our probes (sonde attached mid-request)
+	struct event_buf *b;
+	struct go_span *s = span_event(&b, EVENT_GO_SERVER, fd);
+	if (s) {
+		s->start_ts = st->start_ts;
+		s->goid = key.goid;
+		s->trace_id[0] = st->ctx.trace_id[0];
+		s->trace_id[1] = st->ctx.trace_id[1];
+		s->span_id = st->ctx.span_id;
+		// A status of 0 means the handler wrote nothing: net/http sends 200.
+		s->status = status ? (__u32)status : 200;
+		if (req)
+			fill_request(o, b, s, req, false);
+		submit(b);
+	}
+	bpf_map_delete_elem(&go_servers, &key);
+	return 0;
+}
+
+// net/http.(*response).finishRequest(w): the end of an HTTP/1 request, on
+// the goroutine that served it, before the response is flushed.
+SEC("uprobe")
+int go_server_end_h1(struct pt_regs *ctx)
+{
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o)
+		return 0;
+	__u64 w = GO_ARG1(ctx);
+	__u64 req = read_u64(w + o->response_req);
+	__u64 status = read_u64(w + o->response_status);
+	int fd = -1;
+	__u64 conn = read_u64(w + o->response_conn);
+	if (conn && req)
+		fd = fd_of_conn(o, conn + o->conn_rwc, read_u64(req + o->request_tls) != 0);
+	return server_end(ctx, o, req, status, fd);
+}
+
+// net/http.(*http2responseWriter).handlerDone(w): the handler of an HTTP/2
+// stream returned, on its goroutine.
+SEC("uprobe")
+int go_server_end_h2(struct pt_regs *ctx)
+{
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o)
+		return 0;
+	__u64 rws = read_u64(GO_ARG1(ctx) + o->h2rw_rws);
+	if (!rws)
+		return 0;
+	__u64 req = read_u64(rws + o->h2rws_req);
+	__u64 status = read_u64(rws + o->h2rws_status);
+	int fd = -1;
+	__u64 sc = read_u64(rws + o->h2rws_conn);
+	if (sc && req)
+		fd = fd_of_conn(o, sc + o->h2sc_conn, read_u64(req + o->request_tls) != 0);
+	return server_end(ctx, o, req, status, fd);
+}
+
+// ---- goroutines ---------------------------------------------------------------
+
+// The CALL runtime.runqput in runtime.newproc's system-stack closure: the
+// new goroutine (RBX) is about to be queued, and newproc1 has set its
+// parentGoid. A goroutine started while a request is served inherits the
+// request's context; one started by such a goroutine inherits it in turn.
+// An instruction probe on the CALL, not an entry probe on runqput, which
+// also runs at every goroutine wakeup.
+SEC("uprobe")
+int go_goroutine_created(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	__u64 newg = GO_ARG2(ctx);
+	struct go_key parent = {.tgid = tgid, .goid = read_u64(newg + o->g_parent_goid)};
+	struct go_context *from = NULL;
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &parent);
+	if (st)
+		from = &st->ctx;
+	else
+		from = bpf_map_lookup_elem(&go_inherited, &parent);
+	if (!from)
+		return 0;
+	struct go_key child = {.tgid = tgid, .goid = goid_of(o, newg)};
+	bpf_map_update_elem(&go_inherited, &child, from, BPF_ANY);
+	return 0;
+}
+
+// ---- client -----------------------------------------------------------------
+
+// net/http.(*Transport).roundTrip(t, req): a client request starts, on the
+// caller's goroutine. Its parent is the request this goroutine serves, or
+// the one it inherited.
+SEC("uprobe")
+int go_client_start(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct go_client_state cs = {.start_ts = bpf_ktime_get_ns()};
+	struct go_context *parent = NULL;
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
+	if (st)
+		parent = &st->ctx;
+	else
+		parent = bpf_map_lookup_elem(&go_inherited, &key);
+	if (parent) {
+		cs.trace_id[0] = parent->trace_id[0];
+		cs.trace_id[1] = parent->trace_id[1];
+		cs.parent_span_id = parent->span_id;
+		new_ids(NULL, &cs.span_id);
+	} else {
+		new_ids(cs.trace_id, &cs.span_id);
+	}
+	// The caller's *Request lives until roundTrip returns: the span's
+	// method and URL are read from it when the response arrives.
+	cs.req = GO_ARG2(ctx);
+	bpf_map_update_elem(&go_clients, &key, &cs, BPF_ANY);
+	return 0;
+}
+
+// net/http.(*persistConn).roundTrip(pc, treq): on the caller's goroutine,
+// with the *Request the response will point to, which is a copy of the
+// caller's when the request has a body.
+SEC("uprobe")
+int go_client_conn(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	__u64 goid = goid_of(o, GO_G(ctx));
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = read_u64(GO_ARG2(ctx) + o->treq_request)};
+	bpf_map_update_elem(&go_callers, &pk, &goid, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 goid, __u32 status, int fd)
+{
+	struct go_key key = {.tgid = tgid, .goid = goid};
+	struct go_client_state *cs = bpf_map_lookup_elem(&go_clients, &key);
+	if (!cs)
+		return 0;
+	struct event_buf *b;
+	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, fd);
+	if (s) {
+		s->start_ts = cs->start_ts;
+		s->goid = goid;
+		s->trace_id[0] = cs->trace_id[0];
+		s->trace_id[1] = cs->trace_id[1];
+		s->span_id = cs->span_id;
+		s->parent_span_id = cs->parent_span_id;
+		s->status = status;
+		if (cs->req)
+			fill_request(o, b, s, cs->req, true);
+		submit(b);
+	}
+	bpf_map_delete_elem(&go_clients, &key);
+	return 0;
+}
+
+// net/http.readTransfer(msg any, r): ReadResponse calls it once the status
+// line and headers of an HTTP/1 response are parsed, on the connection's
+// read goroutine. readRequest calls it too, with a *Request: the status
+// check and the caller lookup both reject that.
+SEC("uprobe")
+int go_client_end_h1(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	__u64 resp = GO_ARG2(ctx);
+	__u64 status = read_u64(resp + o->resp_status_code);
+	// 1xx responses other than 101 are followed by the real one.
+	if ((status < 200 && status != 101) || status > 999)
+		return 0;
+	__u64 req = read_u64(resp + o->resp_request);
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = req};
+	__u64 *goid = bpf_map_lookup_elem(&go_callers, &pk);
+	if (!goid)
+		return 0;
+	__u64 caller = *goid;
+	bpf_map_delete_elem(&go_callers, &pk);
+	return client_end(o, tgid, caller, (__u32)status, -1);
+}
+
+// net/http.(*http2clientStream).writeRequest(cs, req): on the goroutine
+// the caller started for the stream; its parentGoid is the caller.
+SEC("uprobe")
+int go_client_stream(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	__u64 caller = read_u64(GO_G(ctx) + o->g_parent_goid);
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = GO_ARG1(ctx)};
+	bpf_map_update_elem(&go_callers, &pk, &caller, BPF_ANY);
+	return 0;
+}
+
+// parse_status reads three ASCII digits.
+static __always_inline __u32 parse_status(const char d[3])
+{
+	__u32 v = 0;
+	for (int i = 0; i < 3; i++) {
+		if (d[i] < '0' || d[i] > '9')
+			return 0;
+		v = v * 10 + (d[i] - '0');
+	}
+	return v;
+}
+
+// net/http.(*http2clientConnReadLoop).handleResponse(rl, cs, f): response
+// headers of an HTTP/2 stream. :status is the first field (pseudo-headers
+// come first, and it is the only one a response has).
+SEC("uprobe")
+int go_client_end_h2(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	__u64 f = GO_ARG3(ctx);
+	__u64 fields = read_u64(f + o->mhf_fields);
+	if (!fields)
+		return 0;
+	// hpack.HeaderField{Name, Value string; Sensitive bool}: Value at 16.
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} v = {};
+	char digits[3] = {};
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)(fields + 16)) || v.len != 3 ||
+	    bpf_probe_read_user(digits, 3, (void *)v.ptr))
+		return 0;
+	__u32 status = parse_status(digits);
+	if (status < 200 && status != 101)
+		return 0;
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = GO_ARG2(ctx)};
+	__u64 *goid = bpf_map_lookup_elem(&go_callers, &pk);
+	if (!goid)
+		return 0;
+	__u64 caller = *goid;
+	bpf_map_delete_elem(&go_callers, &pk);
+	return client_end(o, tgid, caller, status, -1);
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+// The maps only the Go uprobes use (bpf/gohttp.c). Apart from maps.h so the
+// socket object does not allocate them.
+#pragma once
+
+#include "events.h"
+
+
+// Field offsets per traced Go binary; a probe's attach cookie is its index.
+#define GO_BINARIES_MAX 256
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GO_BINARIES_MAX);
+	__type(key, __u32);
+	__type(value, struct go_offsets);
+} go_binaries SEC(".maps");
+
+// What a goroutine's spans descend from: the trace and the span that is
+// the parent of any client call it makes.
+struct go_context {
+	__u64 trace_id[2];
+	__u64 span_id;
+};
+
+// A request being served, by (tgid, goid): goids are unique per process.
+struct go_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 goid;
+};
+
+struct go_server_state {
+	__u64 start_ts;
+	struct go_context ctx;
+};
+
+struct go_client_state {
+	__u64 start_ts;
+	__u64 req; // the caller's *http.Request
+	__u64 span_id;
+	__u64 parent_span_id;
+	__u64 trace_id[2];
+};
+
+// Bounded by LRU eviction: a request whose end probe never fires (a
+// handler that panicked, a hijacked connection) must not leak its entry.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct go_server_state);
+} go_servers SEC(".maps");
+
+// Goroutines started while serving a request inherit its context.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct go_context);
+} go_inherited SEC(".maps");
+
+// Client calls in flight, by the calling goroutine: a goroutine waits for
+// one round trip at a time.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct go_client_state);
+} go_clients SEC(".maps");
+
+// From what the response side sees (a *Request that may be a copy of the
+// caller's, an HTTP/2 stream) back to the calling goroutine.
+struct go_ptr_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ptr;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_ptr_key);
+	__type(value, __u64); // goid
+} go_callers SEC(".maps");

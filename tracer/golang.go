@@ -1,0 +1,349 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/sondehq/sonde/offsets"
+)
+
+// goProbes places sonde's Go uprobes on the executables of selected Go
+// processes: once per file, whatever the number of processes running it,
+// and removes them when the last of those processes is gone. A binary it
+// cannot resolve is left to socket capture, and says why once.
+type goProbes struct {
+	coll *ebpf.Collection
+	log  *slog.Logger
+
+	byFile  map[fileID]*goBinary
+	byPID   map[uint32]*goBinary
+	skipped map[fileID]string // why a file gets no Go probes
+	free    []uint32          // released indexes of go_binaries
+	next    uint32
+
+	attachFailures uint64
+}
+
+// fileID names an executable file whatever path it is reached by.
+type fileID struct{ dev, ino uint64 }
+
+type goBinary struct {
+	id      fileID
+	exe     string
+	version string
+	index   uint32 // in go_binaries, and the probes' attach cookie
+	links   []link.Link
+	pids    map[uint32]bool
+	client  bool // client probes are attached
+	h2      bool // HTTP/2 server end probe is attached
+}
+
+// goProbe is one uprobe program and where it goes.
+type goProbe struct {
+	prog string
+	fn   string // the function whose probe site it takes
+	// callTo, when set, places the probe on fn's calls to this function
+	// instead of at fn's entry.
+	callTo   string
+	required bool // without it the binary gets no Go probes at all
+	group    string
+}
+
+var goProbeSet = []goProbe{
+	{prog: "go_server_start", fn: "net/http.serverHandler.ServeHTTP", required: true, group: "server"},
+	{prog: "go_server_end_h1", fn: "net/http.(*response).finishRequest", required: true, group: "server"},
+	{prog: "go_server_end_h2", fn: "net/http.(*http2responseWriter).handlerDone", group: "h2"},
+	{prog: "go_client_start", fn: "net/http.(*Transport).roundTrip", group: "client"},
+	{prog: "go_client_conn", fn: "net/http.(*persistConn).roundTrip", group: "client"},
+	{prog: "go_client_end_h1", fn: "net/http.readTransfer", group: "client"},
+	{prog: "go_client_stream", fn: "net/http.(*http2clientStream).writeRequest", group: "h2client"},
+	{prog: "go_client_end_h2", fn: "net/http.(*http2clientConnReadLoop).handleResponse", group: "h2client"},
+	{prog: "go_goroutine_created", fn: "runtime.newproc.func1", callTo: "runtime.runqput", group: "goroutines"},
+}
+
+func newGoProbes(coll *ebpf.Collection, log *slog.Logger) *goProbes {
+	return &goProbes{
+		coll:    coll,
+		log:     log,
+		byFile:  make(map[fileID]*goBinary),
+		byPID:   make(map[uint32]*goBinary),
+		skipped: make(map[fileID]string),
+	}
+}
+
+// covers reports whether pid runs under sonde's Go probes.
+func (g *goProbes) covers(pid uint32) bool {
+	return g != nil && g.byPID[pid] != nil
+}
+
+// add probes the executable of pid if it is a Go program using net/http.
+func (g *goProbes) add(procRoot string, pid uint32) {
+	if g == nil || g.byPID[pid] != nil {
+		return
+	}
+	exe := filepath.Join(procRoot, strconv.FormatUint(uint64(pid), 10), "exe")
+	var st syscall.Stat_t
+	if err := syscall.Stat(exe, &st); err != nil {
+		return // gone, or not ours to read
+	}
+	id := fileID{dev: st.Dev, ino: st.Ino}
+	if b := g.byFile[id]; b != nil {
+		b.pids[pid] = true
+		g.byPID[pid] = b
+		return
+	}
+	if _, ok := g.skipped[id]; ok {
+		return
+	}
+	b, err := g.attach(id, exe, pid)
+	if err != nil {
+		g.skipped[id] = err.Error()
+		var notGo *notGoError
+		if !errors.As(err, &notGo) {
+			g.log.Warn("Go program left to socket capture", "pid", pid, "exe", readlink(exe), "reason", err)
+		}
+		return
+	}
+	g.byFile[id], g.byPID[pid] = b, b
+	g.log.Info("Go probes attached", "pid", pid, "exe", b.exe, "go", b.version,
+		"probes", len(b.links), "client", b.client, "http2", b.h2)
+}
+
+// remove forgets pid, and unprobes its executable when no other selected
+// process runs it.
+func (g *goProbes) remove(pid uint32) {
+	if g == nil {
+		return
+	}
+	b := g.byPID[pid]
+	if b == nil {
+		return
+	}
+	delete(g.byPID, pid)
+	delete(b.pids, pid)
+	if len(b.pids) > 0 {
+		return
+	}
+	for _, l := range b.links {
+		l.Close()
+	}
+	delete(g.byFile, b.id)
+	g.free = append(g.free, b.index)
+}
+
+// close removes every probe.
+func (g *goProbes) close() {
+	if g == nil {
+		return
+	}
+	for _, b := range g.byFile {
+		for _, l := range b.links {
+			l.Close()
+		}
+	}
+	g.byFile, g.byPID = map[fileID]*goBinary{}, map[uint32]*goBinary{}
+}
+
+type notGoError struct{ err error }
+
+func (e *notGoError) Error() string { return "not a Go program: " + e.err.Error() }
+func (e *notGoError) Unwrap() error { return e.err }
+
+func readlink(p string) string {
+	s, _ := os.Readlink(p)
+	return s
+}
+
+func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) {
+	bin, err := offsets.Open(exe)
+	if err != nil {
+		if errors.Is(err, offsets.ErrNotGo) {
+			return nil, &notGoError{err}
+		}
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	defer bin.Close()
+	if _, err := bin.Func("net/http.serverHandler.ServeHTTP"); err != nil {
+		if _, err2 := bin.Func("net/http.(*Transport).roundTrip"); err2 != nil {
+			return nil, &notGoError{errors.New("does not use net/http")}
+		}
+	}
+	offs, missing, err := goOffsetsOf(bin)
+	if err != nil {
+		return nil, err
+	}
+	b := &goBinary{id: id, exe: readlink(exe), version: bin.GoVersion(), pids: map[uint32]bool{pid: true}}
+	if n := len(g.free); n > 0 {
+		b.index, g.free = g.free[n-1], g.free[:n-1]
+	} else {
+		if g.next >= goBinariesMax {
+			return nil, fmt.Errorf("more than %d Go executables probed at once", goBinariesMax)
+		}
+		b.index = g.next
+		g.next++
+	}
+	if err := g.coll.Maps["go_binaries"].Put(b.index, offs); err != nil {
+		g.free = append(g.free, b.index)
+		return nil, fmt.Errorf("store offsets: %w", err)
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		g.free = append(g.free, b.index)
+		return nil, fmt.Errorf("open executable: %w", err)
+	}
+	attached := map[string]bool{}
+	for _, p := range goProbeSet {
+		if missing[p.group] != "" {
+			continue
+		}
+		sites, err := probeSites(bin, p)
+		if err == nil {
+			for _, off := range sites {
+				var l link.Link
+				l, err = ex.Uprobe("", g.coll.Programs[p.prog], &link.UprobeOptions{Address: off, Cookie: uint64(b.index)})
+				if err != nil {
+					break
+				}
+				b.links = append(b.links, l)
+			}
+		}
+		if err != nil {
+			if p.required {
+				for _, l := range b.links {
+					l.Close()
+				}
+				g.free = append(g.free, b.index)
+				return nil, fmt.Errorf("probe %s: %w", p.fn, err)
+			}
+			g.attachFailures++
+			g.log.Warn("Go probe not attached; what it sees is left to socket capture",
+				"pid", pid, "exe", b.exe, "function", p.fn, "error", err)
+			missing[p.group] = err.Error()
+			continue
+		}
+		attached[p.group] = true
+	}
+	b.client = attached["client"] && missing["client"] == ""
+	b.h2 = attached["h2"]
+	return b, nil
+}
+
+// probeSites returns where p's program goes in bin: the function's first
+// instruction the kernel emulates, or its calls to p.callTo.
+func probeSites(bin *offsets.Binary, p goProbe) ([]uint64, error) {
+	fn, err := bin.Func(p.fn)
+	if err != nil {
+		return nil, err
+	}
+	if p.callTo == "" {
+		off, _, err := bin.ProbeSite(fn)
+		if err != nil {
+			return nil, err
+		}
+		return []uint64{off}, nil
+	}
+	callee, err := bin.Func(p.callTo)
+	if err != nil {
+		return nil, err
+	}
+	sites, err := bin.CallSites(fn, callee)
+	if err != nil {
+		return nil, err
+	}
+	if len(sites) == 0 {
+		return nil, fmt.Errorf("no call to %s in %s", p.callTo, p.fn)
+	}
+	return sites, nil
+}
+
+// goBinariesMax mirrors GO_BINARIES_MAX in bpf/headers/gomaps.h.
+const goBinariesMax = 256
+
+// goAbsent mirrors GO_ABSENT: a field the binary's Go version lacks.
+const goAbsent = 0xffff
+
+// goField names a struct field the probes read, and which probe group
+// needs it: without it that group is not attached.
+type goField struct {
+	dst           *uint16
+	strct, member string
+	group         string
+	optional      bool // absent in some Go versions: GO_ABSENT then
+}
+
+// goOffsetsOf reads every field offset the probes use. missing maps a
+// probe group to why it cannot be attached.
+func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]string, err error) {
+	var tcpConn uint16
+	fields := []goField{
+		{&o.G_goid, "runtime.g", "goid", "server", false},
+		{&o.G_parentGoid, "runtime.g", "parentGoid", "goroutines", false},
+		{&o.RequestMethod, "net/http.Request", "Method", "server", false},
+		{&o.RequestUrl, "net/http.Request", "URL", "server", false},
+		{&o.RequestHost, "net/http.Request", "Host", "server", false},
+		{&o.RequestRemoteAddr, "net/http.Request", "RemoteAddr", "server", false},
+		{&o.RequestPattern, "net/http.Request", "Pattern", "server", true},
+		{&o.RequestProtoMajor, "net/http.Request", "ProtoMajor", "server", false},
+		{&o.RequestTls, "net/http.Request", "TLS", "server", false},
+		{&o.UrlPath, "net/url.URL", "Path", "server", false},
+		{&o.UrlHost, "net/url.URL", "Host", "server", false},
+		{&o.UrlScheme, "net/url.URL", "Scheme", "server", false},
+		{&o.UrlRawQuery, "net/url.URL", "RawQuery", "server", false},
+		{&o.ResponseConn, "net/http.response", "conn", "server", false},
+		{&o.ResponseReq, "net/http.response", "req", "server", false},
+		{&o.ResponseStatus, "net/http.response", "status", "server", false},
+		{&o.ConnRwc, "net/http.conn", "rwc", "server", false},
+		{&o.TlsConnConn, "crypto/tls.Conn", "conn", "server", true},
+		{&tcpConn, "net.TCPConn", "conn", "server", false},
+		{&o.NetconnFd, "net.conn", "fd", "server", false},
+		{&o.NetfdPfd, "net.netFD", "pfd", "server", false},
+		{&o.PollfdSysfd, "internal/poll.FD", "Sysfd", "server", false},
+		{&o.H2rwRws, "net/http.http2responseWriter", "rws", "h2", false},
+		{&o.H2rwsReq, "net/http.http2responseWriterState", "req", "h2", false},
+		{&o.H2rwsStatus, "net/http.http2responseWriterState", "status", "h2", false},
+		{&o.H2rwsConn, "net/http.http2responseWriterState", "conn", "h2", false},
+		{&o.H2scConn, "net/http.http2serverConn", "conn", "h2", false},
+		{&o.TreqRequest, "net/http.transportRequest", "Request", "client", false},
+		{&o.RespStatusCode, "net/http.Response", "StatusCode", "client", false},
+		{&o.RespRequest, "net/http.Response", "Request", "client", false},
+		{&o.MhfFields, "net/http.http2MetaHeadersFrame", "Fields", "h2client", false},
+	}
+	missing = map[string]string{}
+	for _, f := range fields {
+		off, _, err := bin.Field(f.strct, f.member)
+		switch {
+		case err == nil && off < goAbsent:
+			*f.dst = uint16(off)
+		case f.optional && errors.Is(err, offsets.ErrNoField):
+			*f.dst = goAbsent
+		case err == nil:
+			err = fmt.Errorf("offset %d too large", off)
+			fallthrough
+		default:
+			if f.group == "server" && !f.optional {
+				return o, nil, fmt.Errorf("field %s.%s: %w", f.strct, f.member, err)
+			}
+			if f.optional {
+				*f.dst = goAbsent
+				continue
+			}
+			if missing[f.group] == "" {
+				missing[f.group] = fmt.Sprintf("field %s.%s: %v", f.strct, f.member, err)
+			}
+		}
+	}
+	// A *net.TCPConn points at its embedded net.conn.
+	o.NetconnFd += tcpConn
+	if missing["client"] != "" {
+		missing["h2client"] = missing["client"]
+	}
+	return o, missing, nil
+}

@@ -1,0 +1,424 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+	"unsafe"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sondehq/sonde/tracer/export"
+)
+
+// A Go process under uprobes is seen twice: by its probes, whole, and by
+// the socket capture, as bytes. One span per exchange is kept, the Go one:
+//
+//   - Whichever view of an exchange comes first waits for its twin, for at
+//     most goHold: for a server, the one on the same connection; for a
+//     client, the one with the same method and path in the same process.
+//     The Go view usually comes first: its end probes fire before the
+//     response is written (server) or its body read (client).
+//   - When both are there, the Go span is kept and takes from the socket
+//     view what the probes cannot read: the incoming traceparent.
+//   - A view whose twin never comes is exported alone when its hold ends:
+//     a socket exchange the probes missed (a hijacked connection, a
+//     panicking handler), or a Go exchange the socket could not parse
+//     (TLS, HTTP/2). Nothing is lost, nothing is doubled.
+//   - A Go client span whose parent is a server span of the process waits
+//     until that parent is final, so that it gets the parent's final trace
+//     ID: the parent learns an incoming traceparent only at its end, and a
+//     client call ends before the request that made it.
+const (
+	goHold       = time.Second
+	goChildHold  = 30 * time.Second
+	goHeldMax    = 65536
+	goRewriteTTL = time.Minute
+)
+
+// heldView is one view of an exchange waiting for its twin.
+type heldView struct {
+	span     *export.Span
+	tgid     uint32
+	fd       int32 // server views: the connection
+	method   string
+	path     string
+	deadline time.Time
+}
+
+// heldChild is a Go client span waiting for its parent's end.
+type heldChild struct {
+	span     *export.Span
+	deadline time.Time
+}
+
+// goRewrite is what a server span's end decided its children get.
+type goRewrite struct {
+	traceID trace.TraceID
+	at      time.Time
+}
+
+// goState is the tracer's state for merging the two views.
+type goState struct {
+	sockets  []*heldView                   // socket views, in arrival order
+	gos      []*heldView                   // Go views
+	children map[trace.SpanID][]*heldChild // by the parent's span ID
+	rewrites map[trace.SpanID]goRewrite    // parents already final
+	held     int                           // children held
+}
+
+func (g *goState) init() {
+	g.children = make(map[trace.SpanID][]*heldChild)
+	g.rewrites = make(map[trace.SpanID]goRewrite)
+}
+
+// goTwinWindow bounds how far apart the starts of two views of one exchange
+// can be: the socket view starts at the first byte's syscall, the Go view
+// at the handler's (server) or the round trip's (client) start.
+const goTwinWindow = time.Second
+
+// takeTwin removes and returns the oldest view in list that is the twin of
+// an exchange: same process, kind, method and path, starts close together,
+// and for a server the same connection. After lost events the views of
+// other exchanges wait too; none of them may be taken for this one.
+func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string) *heldView {
+	for i, h := range *list {
+		if h.tgid != tgid || h.span.Kind != s.Kind || h.method != method || !samePath(h.path, path) {
+			continue
+		}
+		if s.Kind == trace.SpanKindServer && h.fd != fd {
+			continue
+		}
+		if d := h.span.Start.Sub(s.Start); d > goTwinWindow || d < -goTwinWindow {
+			continue
+		}
+		*list = append((*list)[:i], (*list)[i+1:]...)
+		return h
+	}
+	return nil
+}
+
+// samePath compares a path as Go decoded it with the same path, either
+// decoded or as it was on the wire.
+func samePath(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if u, err := url.PathUnescape(a); err == nil && u == b {
+		return true
+	}
+	u, err := url.PathUnescape(b)
+	return err == nil && u == a
+}
+
+// mergeGo finishes a Go span whose socket twin (nil if none) is known.
+func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
+	if sock != nil {
+		t.stats.goMerged.Add(1)
+		// The bytes tell what the probes do not read (user agent, query,
+		// peer of a client call); the probes' values win where both know.
+		have := make(map[attribute.Key]bool, len(g.Attributes))
+		for _, kv := range g.Attributes {
+			have[kv.Key] = true
+		}
+		for _, kv := range sock.Attributes {
+			if !have[kv.Key] {
+				g.Attributes = append(g.Attributes, kv)
+			}
+		}
+		if g.Kind == trace.SpanKindServer && sock.Parent.IsValid() {
+			// The socket saw the incoming traceparent the probes cannot
+			// read: the request continues that trace.
+			g.TraceID = sock.TraceID
+			g.Parent = sock.Parent
+		}
+	}
+	if g.Kind == trace.SpanKindServer {
+		t.releaseChildren(g)
+		t.exportSpan(g)
+		return
+	}
+	t.exportChild(g)
+}
+
+// exportChild exports a Go client span, in its parent's final trace when
+// the parent is a server span of the process.
+func (t *Tracer) exportChild(s *export.Span) {
+	if !s.Parent.IsValid() {
+		t.exportSpan(s)
+		return
+	}
+	parent := s.Parent.SpanID()
+	if rw, ok := t.gostate.rewrites[parent]; ok {
+		s.TraceID = rw.traceID
+		s.Parent = s.Parent.WithTraceID(rw.traceID)
+		t.exportSpan(s)
+		return
+	}
+	if t.gostate.held >= goHeldMax {
+		t.exportSpan(s) // bounded: export with the kernel's trace ID
+		return
+	}
+	t.gostate.children[parent] = append(t.gostate.children[parent], &heldChild{span: s, deadline: time.Now().Add(goChildHold)})
+	t.gostate.held++
+}
+
+var goSpanSize = int(unsafe.Sizeof(gohttpGoSpan{}))
+
+// onGoSpan turns an exchange the Go probes saw into a span.
+func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
+	if len(data) < goSpanSize {
+		t.stats.badRecords.Add(1)
+		return
+	}
+	var g gohttpGoSpan
+	if _, err := binary.Decode(data, binary.NativeEndian, &g); err != nil {
+		t.stats.badRecords.Add(1)
+		return
+	}
+	strs, ok := unpackGoStrings(&g, data[goSpanSize:])
+	if !ok {
+		t.stats.badRecords.Add(1)
+		return
+	}
+	p := t.process(e.Tgid, e.command())
+	s := t.goSpan(e, &g, &strs, p)
+	t.stats.goSpans.Add(1)
+	method, path := strs.method, strs.path
+	fd := e.Fd
+	if s.Kind == trace.SpanKindClient {
+		fd = -1
+	}
+	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path); h != nil {
+		t.mergeGo(s, h.span)
+		return
+	}
+	t.hold(&t.gostate.gos, &heldView{span: s, tgid: e.Tgid, fd: fd, method: method, path: path})
+}
+
+// onSocketView takes a socket-view span of a Go process under probes: its
+// Go twin, when waiting, is finished with it; else it waits for the twin.
+func (t *Tracer) onSocketView(c *conn, s *export.Span, method, path string) {
+	fd := c.key.fd
+	if s.Kind == trace.SpanKindClient {
+		fd = -1
+	}
+	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path); h != nil {
+		t.mergeGo(h.span, s)
+		return
+	}
+	t.hold(&t.gostate.sockets, &heldView{span: s, tgid: c.key.tgid, fd: fd, method: method, path: path})
+}
+
+func (t *Tracer) hold(list *[]*heldView, h *heldView) {
+	h.deadline = time.Now().Add(goHold)
+	*list = append(*list, h)
+	if len(*list) > goHeldMax {
+		t.expireHeld(time.Time{}, true)
+	}
+}
+
+// releaseChildren exports the held client spans of a server span that
+// ended, in its final trace.
+func (t *Tracer) releaseChildren(parent *export.Span) {
+	t.gostate.rewrites[parent.SpanID] = goRewrite{traceID: parent.TraceID, at: time.Now()}
+	for _, c := range t.gostate.children[parent.SpanID] {
+		c.span.TraceID = parent.TraceID
+		c.span.Parent = c.span.Parent.WithTraceID(parent.TraceID)
+		t.exportSpan(c.span)
+		t.gostate.held--
+	}
+	delete(t.gostate.children, parent.SpanID)
+}
+
+// expireHeld exports what waited past its hold: views whose twin never
+// came, and client spans whose parent never ended. With all set, everything
+// held goes (sonde is exiting, or a bound was hit).
+func (t *Tracer) expireHeld(now time.Time, all bool) {
+	kept := t.gostate.sockets[:0]
+	for _, h := range t.gostate.sockets {
+		if all || now.After(h.deadline) {
+			t.stats.goSocketOnly.Add(1)
+			t.exportSpan(h.span)
+			continue
+		}
+		kept = append(kept, h)
+	}
+	clear(t.gostate.sockets[len(kept):])
+	t.gostate.sockets = kept
+	keptGo := t.gostate.gos[:0]
+	for _, h := range t.gostate.gos {
+		if all || now.After(h.deadline) {
+			t.mergeGo(h.span, nil)
+			continue
+		}
+		keptGo = append(keptGo, h)
+	}
+	clear(t.gostate.gos[len(keptGo):])
+	t.gostate.gos = keptGo
+	for parent, cs := range t.gostate.children {
+		keep := cs[:0]
+		for _, c := range cs {
+			if all || now.After(c.deadline) {
+				t.exportSpan(c.span)
+				t.gostate.held--
+				continue
+			}
+			keep = append(keep, c)
+		}
+		if len(keep) == 0 {
+			delete(t.gostate.children, parent)
+		} else {
+			t.gostate.children[parent] = keep
+		}
+	}
+	for id, rw := range t.gostate.rewrites {
+		if all || now.Sub(rw.at) > goRewriteTTL {
+			delete(t.gostate.rewrites, id)
+		}
+	}
+}
+
+func (t *Tracer) exportSpan(s *export.Span) {
+	t.opts.Sink.Export(s)
+	t.stats.spans.Add(1)
+}
+
+// goStrings are the strings packed after a go_span, in their packing order.
+type goStrings struct {
+	method, path, query, pattern, host, remote string
+}
+
+// unpackGoStrings reads the packed strings; ok is false when the lengths
+// claim more than the record holds.
+func unpackGoStrings(g *gohttpGoSpan, b []byte) (s goStrings, ok bool) {
+	for _, f := range []struct {
+		dst *string
+		n   uint16
+	}{
+		{&s.method, g.MethodLen}, {&s.path, g.PathLen}, {&s.query, g.QueryLen},
+		{&s.pattern, g.PatternLen}, {&s.host, g.HostLen}, {&s.remote, g.RemoteLen},
+	} {
+		if int(f.n) > len(b) {
+			return s, false
+		}
+		*f.dst, b = string(b[:f.n]), b[f.n:]
+	}
+	return s, true
+}
+
+func u64ID(dst []byte, v uint64) { binary.BigEndian.PutUint64(dst, v) }
+
+// goSpan builds the span of a Go probe event.
+func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
+	s := &export.Span{
+		Start:    t.clock.wall(g.StartTs),
+		End:      t.clock.wall(e.Ts),
+		Resource: p.resource,
+	}
+	u64ID(s.TraceID[:8], g.TraceId[0])
+	u64ID(s.TraceID[8:], g.TraceId[1])
+	u64ID(s.SpanID[:], g.SpanId)
+	if g.ParentSpanId != 0 {
+		var parent trace.SpanID
+		u64ID(parent[:], g.ParentSpanId)
+		s.Parent = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: s.TraceID, SpanID: parent, TraceFlags: trace.FlagsSampled,
+		})
+	}
+	method, path, pattern, host, query := strs.method, strs.path, strs.pattern, strs.host, strs.query
+	attrs := make([]attribute.KeyValue, 0, 14)
+	if knownMethods[method] {
+		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method))
+		s.Name = method
+	} else {
+		attrs = append(attrs, semconv.HTTPRequestMethodOther, semconv.HTTPRequestMethodOriginal(method))
+		s.Name = "HTTP"
+	}
+	scheme := "http"
+	if g.Tls != 0 {
+		scheme = "https"
+	}
+	version := "1.1"
+	if g.ProtoMajor == 2 {
+		version = "2"
+	}
+	attrs = append(attrs, semconv.URLScheme(scheme), semconv.NetworkProtocolVersion(version))
+	hostName, port := hostPort(host)
+	if e.Kind == eventGoServer {
+		s.Kind = trace.SpanKindServer
+		if pattern != "" {
+			attrs = append(attrs, semconv.HTTPRoute(routeOf(pattern)))
+			s.Name += " " + routeOf(pattern)
+		}
+		attrs = append(attrs, semconv.URLPath(path))
+		if query != "" {
+			attrs = append(attrs, semconv.URLQuery(redactQuery(query)))
+		}
+		if hostName != "" {
+			attrs = append(attrs, semconv.ServerAddress(hostName))
+			if port != 0 {
+				attrs = append(attrs, semconv.ServerPort(port))
+			}
+		}
+		remote := strs.remote
+		if addr, rport, err := net.SplitHostPort(remote); err == nil {
+			attrs = append(attrs, semconv.ClientAddress(addr), semconv.NetworkPeerAddress(addr))
+			if n, err := strconv.Atoi(rport); err == nil {
+				attrs = append(attrs, semconv.NetworkPeerPort(n))
+			}
+		}
+	} else {
+		s.Kind = trace.SpanKindClient
+		if port == 0 {
+			port = 80
+			if g.Tls != 0 {
+				port = 443
+			}
+		}
+		attrs = append(attrs,
+			semconv.URLFull(goURL(scheme, hostName, port, path, query)),
+			semconv.ServerAddress(hostName),
+			semconv.ServerPort(port),
+		)
+	}
+	code := int(g.Status)
+	attrs = append(attrs, semconv.HTTPResponseStatusCode(code))
+	if code >= 500 || (code >= 400 && s.Kind == trace.SpanKindClient) {
+		s.Status = codes.Error
+		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(code)))
+	}
+	attrs = append(attrs, attribute.String("sonde.source", "go"))
+	s.Attributes = attrs
+	return s
+}
+
+// goURL is url.full of a Go client call, with credentials in the query
+// redacted.
+func goURL(scheme, host string, port int, path, query string) string {
+	u := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
+	if (scheme == "http" && port == 80) || (scheme == "https" && port == 443) {
+		u = scheme + "://" + host
+	}
+	u += path
+	if query != "" {
+		u += "?" + redactQuery(query)
+	}
+	return u
+}
+
+// routeOf is the path part of a Go 1.22 ServeMux pattern, which may start
+// with a method and a host: "GET example.com/items/{id}" is /items/{id}.
+func routeOf(pattern string) string {
+	for i := 0; i < len(pattern); i++ {
+		if pattern[i] == '/' {
+			return pattern[i:]
+		}
+	}
+	return pattern
+}

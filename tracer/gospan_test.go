@@ -1,0 +1,139 @@
+package tracer
+
+import (
+	"bytes"
+	"encoding/binary"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// goTracer is a hand-built tracer whose process 7 runs under Go probes.
+func goTracer(t *testing.T) (*Tracer, *collectSink) {
+	t.Helper()
+	tr, sink := handTracer(t, newFakeProc(t), 16)
+	tr.gostate.init()
+	tr.goProbes = newGoProbes(nil, slog.New(slog.DiscardHandler))
+	tr.goProbes.byPID[7] = &goBinary{pids: map[uint32]bool{7: true}}
+	return tr, sink
+}
+
+type goEvent struct {
+	kind                                       uint8
+	fd                                         int32
+	start, end                                 uint64
+	trace                                      [2]uint64
+	span, parent                               uint64
+	status                                     uint32
+	method, path, query, pattern, host, remote string
+}
+
+// send encodes a Go probe event as the kernel does: header, go_span, then
+// the packed strings.
+func (g goEvent) send(t *testing.T, tr *Tracer) {
+	t.Helper()
+	gs := gohttpGoSpan{
+		StartTs: g.start, TraceId: g.trace, SpanId: g.span, ParentSpanId: g.parent, Status: g.status,
+		MethodLen: uint16(len(g.method)), PathLen: uint16(len(g.path)), QueryLen: uint16(len(g.query)),
+		PatternLen: uint16(len(g.pattern)), HostLen: uint16(len(g.host)), RemoteLen: uint16(len(g.remote)),
+		ProtoMajor: 1,
+	}
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.NativeEndian, &gs); err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString(g.method + g.path + g.query + g.pattern + g.host + g.remote)
+	e := &socketEvent{Kind: g.kind, Tgid: 7, Tid: 7, Fd: g.fd, Ts: g.end, Captured: uint32(b.Len())}
+	setComm(e, "svc")
+	tr.handle(encodeEvent(t, e, b.Bytes()))
+}
+
+const tracedGetRequest = "GET /orders?id=1 HTTP/1.1\r\nHost: shop.local:8080\r\n" +
+	"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n"
+
+// The Go view and the socket view of one request make one span: the Go
+// one, continuing the traceparent only the socket saw, whichever comes
+// first; and its client call, ended before it, joins that trace.
+func TestGoAndSocketViewsMerge(t *testing.T) {
+	for _, goFirst := range []bool{true, false} {
+		tr, sink := goTracer(t)
+		srv := sock{tgid: 7, fd: 5, id: 1, local: "127.0.0.1:8080", remote: "127.0.0.1:5000", comm: "svc"}
+		srv.open(t, tr, eventAccept)
+		child := goEvent{kind: eventGoClient, fd: -1, start: 1_200, end: 1_800, trace: [2]uint64{1, 2}, span: 0x22, parent: 0x11,
+			status: 200, method: "GET", path: "/stock", host: "inventory:9000"}
+		child.send(t, tr) // a client call ends before its request
+		server := goEvent{kind: eventGoServer, fd: 5, start: 1_100, end: 2_000, trace: [2]uint64{1, 2}, span: 0x11,
+			status: 200, method: "GET", path: "/orders", query: "id=1", pattern: "GET /orders", host: "shop.local:8080", remote: "127.0.0.1:5000"}
+		if goFirst {
+			server.send(t, tr)
+		}
+		srv.data(t, tr, dirIngress, 1_000, tracedGetRequest, 0)
+		srv.data(t, tr, dirEgress, 2_500, okResponse, 0)
+		if !goFirst {
+			server.send(t, tr)
+		}
+		// The client call waits for its own socket view, which this test
+		// does not send, until its hold ends.
+		tr.expireHeld(time.Now().Add(goHold+time.Second), false)
+		if len(sink.spans) != 2 {
+			t.Fatalf("goFirst=%v: %d spans, want the server and its client call: %+v", goFirst, len(sink.spans), *sink.spans[0])
+		}
+		s, c := sink.spans[0], sink.spans[1]
+		if s.Kind != trace.SpanKindServer {
+			s, c = c, s
+		}
+		if s.TraceID.String() != "0af7651916cd43dd8448eb211c80319c" || s.Parent.SpanID().String() != "b7ad6b7169203331" {
+			t.Errorf("goFirst=%v: server span did not continue the incoming trace: %v parent %v", goFirst, s.TraceID, s.Parent.SpanID())
+		}
+		if s.Name != "GET /orders" || c.TraceID != s.TraceID || c.Parent.SpanID() != s.SpanID {
+			t.Errorf("goFirst=%v: server %q %v/%v, client %v parent %v", goFirst, s.Name, s.TraceID, s.SpanID, c.TraceID, c.Parent.SpanID())
+		}
+		if st := tr.Stats(); st.Spans != 2 {
+			t.Errorf("goFirst=%v: Spans = %d", goFirst, st.Spans)
+		}
+	}
+}
+
+// A view whose twin never comes is exported alone when its hold ends: a
+// socket exchange the probes missed, a Go exchange the socket could not
+// parse. And views of other exchanges are never taken for twins.
+func TestGoViewsAloneAfterHold(t *testing.T) {
+	tr, sink := goTracer(t)
+	srv := sock{tgid: 7, fd: 5, id: 1, local: "127.0.0.1:8080", remote: "127.0.0.1:5000", comm: "svc"}
+	srv.open(t, tr, eventAccept)
+	srv.data(t, tr, dirIngress, 1_000, getRequest, 0)
+	srv.data(t, tr, dirEgress, 2_000, okResponse, 0)
+	// Same connection, another path: not a twin.
+	goEvent{kind: eventGoServer, fd: 5, start: 3_000, end: 4_000, trace: [2]uint64{3, 4}, span: 0x33,
+		status: 204, method: "DELETE", path: "/orders/1"}.send(t, tr)
+	if len(sink.spans) != 0 {
+		t.Fatalf("exported before the hold ended: %v", sink.spans)
+	}
+	tr.expireHeld(time.Now().Add(goHold+time.Second), false)
+	if len(sink.spans) != 2 {
+		t.Fatalf("%d spans after the hold, want both views alone", len(sink.spans))
+	}
+	names := map[string]bool{sink.spans[0].Name: true, sink.spans[1].Name: true}
+	if !names["GET"] || !names["DELETE"] {
+		t.Errorf("spans %q %q", sink.spans[0].Name, sink.spans[1].Name)
+	}
+	if st := tr.Stats(); st.Spans != 2 {
+		t.Errorf("Spans = %d", st.Spans)
+	}
+}
+
+// A record whose string lengths pass its end is counted, not read.
+func TestGoSpanBadRecord(t *testing.T) {
+	tr, sink := goTracer(t)
+	gs := gohttpGoSpan{PathLen: 500}
+	var b bytes.Buffer
+	binary.Write(&b, binary.NativeEndian, &gs)
+	b.WriteString("short")
+	e := &socketEvent{Kind: eventGoServer, Tgid: 7, Captured: uint32(b.Len())}
+	tr.handle(encodeEvent(t, e, b.Bytes()))
+	if len(sink.spans) != 0 || tr.Stats().BadRecords != 1 {
+		t.Errorf("spans %d, bad records %d", len(sink.spans), tr.Stats().BadRecords)
+	}
+}
