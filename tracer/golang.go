@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"syscall"
 
@@ -346,4 +347,43 @@ func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]str
 		missing["h2client"] = missing["client"]
 	}
 	return o, missing, nil
+}
+
+// GoCoverage says what sonde's Go probes would cover in the executable at
+// path, without attaching anything: the probe groups (server, h2, client,
+// h2client, goroutines) whose probes and fields all resolve. It returns an
+// error saying why when the binary is left to socket capture.
+func GoCoverage(path string) ([]string, error) {
+	bin, err := offsets.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer bin.Close()
+	if _, err := bin.Func("net/http.serverHandler.ServeHTTP"); err != nil {
+		if _, err2 := bin.Func("net/http.(*Transport).roundTrip"); err2 != nil {
+			return nil, errors.New("does not use net/http")
+		}
+	}
+	_, missing, err := goOffsetsOf(bin)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range goProbeSet {
+		if missing[p.group] != "" {
+			continue
+		}
+		if _, err := probeSites(bin, p); err != nil {
+			if p.required {
+				return nil, fmt.Errorf("probe %s: %w", p.fn, err)
+			}
+			missing[p.group] = err.Error()
+		}
+	}
+	var groups []string
+	for _, p := range goProbeSet {
+		if missing[p.group] == "" && !slices.Contains(groups, p.group) {
+			groups = append(groups, p.group)
+		}
+	}
+	return groups, nil
 }

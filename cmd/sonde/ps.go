@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
 )
 
@@ -196,15 +197,37 @@ func describe(o psOptions, sel *discover.Selector, in *discover.Inspector, pid i
 	}
 	row.Traced, row.Reason = sel.Decide(p)
 	if row.Traced {
-		row.Capture = captureOf(row)
+		row.Capture = captureOf(row, goCoverage(o.procRoot, pid, row))
 	}
 	return row
 }
 
+// goCoverage asks what the Go probes would cover in a Go process's
+// executable; nil for a process that is not Go.
+func goCoverage(procRoot string, pid int, r psRow) *goPlan {
+	if r.Language != discover.LangGo {
+		return nil
+	}
+	groups, err := tracer.GoCoverage(filepath.Join(procRoot, strconv.Itoa(pid), "exe"))
+	return &goPlan{groups: groups, err: err}
+}
+
+type goPlan struct {
+	groups []string
+	err    error
+}
+
 // captureOf says what tracing gives the process today, so that a TLS
 // service is not taken to be fully covered.
-func captureOf(r psRow) string {
+func captureOf(r psRow, g *goPlan) string {
 	c := "sockets"
+	if g != nil {
+		if g.err != nil {
+			return c + "; go probes: none (" + g.err.Error() + ")"
+		}
+		// crypto/tls is covered: the probes see requests above it.
+		return c + "; go probes: " + strings.Join(g.groups, ", ")
+	}
 	switch r.TLS {
 	case discover.TLSLibssl:
 		c += "; tls: not yet traced (libssl found)"
