@@ -321,14 +321,16 @@ int go_client_conn(struct pt_regs *ctx)
 	return 0;
 }
 
-static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 goid, __u32 status, int fd)
+// client_end emits a client span. proto is the HTTP major version of the
+// exchange: the caller's Request says 1 whatever the Transport negotiates.
+static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 goid, __u32 status, __u8 proto)
 {
 	struct go_key key = {.tgid = tgid, .goid = goid};
 	struct go_client_state *cs = bpf_map_lookup_elem(&go_clients, &key);
 	if (!cs)
 		return 0;
 	struct event_buf *b;
-	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, fd);
+	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, -1);
 	if (s) {
 		s->start_ts = cs->start_ts;
 		s->goid = goid;
@@ -339,6 +341,7 @@ static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 go
 		s->status = status;
 		if (cs->req)
 			fill_request(o, b, s, cs->req, true);
+		s->proto_major = proto;
 		submit(b);
 	}
 	bpf_map_delete_elem(&go_clients, &key);
@@ -368,7 +371,7 @@ int go_client_end_h1(struct pt_regs *ctx)
 		return 0;
 	__u64 caller = *goid;
 	bpf_map_delete_elem(&go_callers, &pk);
-	return client_end(o, tgid, caller, (__u32)status, -1);
+	return client_end(o, tgid, caller, (__u32)status, 1);
 }
 
 // net/http.(*http2clientStream).writeRequest(cs, req): on the goroutine
@@ -430,7 +433,7 @@ int go_client_end_h2(struct pt_regs *ctx)
 		return 0;
 	__u64 caller = *goid;
 	bpf_map_delete_elem(&go_callers, &pk);
-	return client_end(o, tgid, caller, status, -1);
+	return client_end(o, tgid, caller, status, 2);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

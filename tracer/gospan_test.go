@@ -15,7 +15,8 @@ func goTracer(t *testing.T) (*Tracer, *collectSink) {
 	t.Helper()
 	tr, sink := handTracer(t, newFakeProc(t), 16)
 	tr.gostate.init()
-	tr.goProbes = newGoProbes(nil, slog.New(slog.DiscardHandler))
+	tr.goProbes = newGoProbes(nil, slog.New(slog.DiscardHandler), &tr.stats.attachFailures)
+	t.Cleanup(tr.goProbes.close)
 	tr.goProbes.byPID[7] = &goBinary{pids: map[uint32]bool{7: true}}
 	return tr, sink
 }

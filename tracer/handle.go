@@ -311,12 +311,19 @@ func (t *Tracer) selectInitial() error {
 	for _, pid := range t.opts.PIDs {
 		t.explicit[uint32(pid)] = true
 	}
-	if !t.selection.enabled() {
-		return nil
-	}
 	pids, err := discover.Scan(t.opts.ProcRoot)
 	if err != nil {
 		return err
+	}
+	if !t.selection.enabled() {
+		// Every process is traced: the Go programs among those running get
+		// their probes in the background.
+		for _, pid := range pids {
+			if uint32(pid) != t.opts.selfPID() {
+				t.goProbes.add(t.opts.ProcRoot, uint32(pid))
+			}
+		}
+		return nil
 	}
 	children := make(map[int][]*discover.Process)
 	var chosen []*discover.Process
@@ -362,6 +369,9 @@ func (t *Tracer) selectInitial() error {
 			t.log.Warn("process given by --pid is excluded by a rule", "pid", pid)
 		}
 	}
+	// The Go programs selected at start have their probes before tracing
+	// starts, so that their first exchanges are seen whole.
+	t.goProbes.wait()
 	return nil
 }
 

@@ -230,7 +230,7 @@ func (t *Tracer) loadGo(vars map[string]any) error {
 		}
 		return fmt.Errorf("load go bpf programs: %w", err)
 	}
-	t.goProbes = newGoProbes(t.goColl, t.log)
+	t.goProbes = newGoProbes(t.goColl, t.log, &t.stats.attachFailures)
 	return nil
 }
 
