@@ -45,6 +45,11 @@ type Stats struct {
 	Attached       uint64
 	AttachDelaySum time.Duration
 	AttachDelayMax time.Duration
+
+	// Go probes: spans they saw, how many of those merged with the socket
+	// view of the same exchange, and socket views exported alone because
+	// no Go view came for them.
+	GoSpans, GoMerged, GoSocketOnly uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call while Run
@@ -67,6 +72,9 @@ func (t *Tracer) Stats() Stats {
 		Attached:       t.stats.attached.Load(),
 		AttachDelaySum: time.Duration(t.stats.attachDelaySum.Load()),
 		AttachDelayMax: time.Duration(t.stats.attachDelayMax.Load()),
+		GoSpans:        t.stats.goSpans.Load(),
+		GoMerged:       t.stats.goMerged.Load(),
+		GoSocketOnly:   t.stats.goSocketOnly.Load(),
 	}
 	t.stats.mu.Lock()
 	s.ParseErrors = maps.Clone(t.stats.parseErrors)

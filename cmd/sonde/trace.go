@@ -374,6 +374,9 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"processes_attached", s.Attached,
 		"attach_failures", s.AttachFailures,
 		"targets_full", s.TargetsFull,
+		"go_spans", s.GoSpans,
+		"go_merged", s.GoMerged,
+		"go_socket_only", s.GoSocketOnly,
 		"pending_at_exit", s.PendingAtExit,
 		"bad_records", s.BadRecords,
 	)
