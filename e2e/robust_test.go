@@ -481,7 +481,11 @@ func TestRestartPicksUpOpenConnections(t *testing.T) {
 // counted, and every request after the burst is traced correctly.
 func TestRingBufferBurstThenRecovery(t *testing.T) {
 	srv := startGoServer(t)
-	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()), "--ring-buffer", "16K")
+	// Small enough that the burst (800 requests with 16 KiB bodies) overflows
+	// it many times over, large enough that the 20 sequential requests after
+	// it fit while the reader catches up on a loaded machine: with the Go
+	// probes' events a request takes about 650 bytes, and 16K left no margin.
+	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()), "--ring-buffer", "64K")
 	body := strings.Repeat("x", 16<<10)
 	var wg sync.WaitGroup
 	for w := range 16 {
@@ -522,7 +526,7 @@ func TestRingBufferBurstThenRecovery(t *testing.T) {
 	}
 	r := s.stop(t)
 	if r.stat("lost") == 0 {
-		t.Fatalf("a 16 KiB ring buffer lost nothing under the burst: %v", r.stats)
+		t.Fatalf("a 64 KiB ring buffer lost nothing under the burst: %v", r.stats)
 	}
 	fresh := filter(r.spans, func(sp span) bool { return strings.HasPrefix(sp.attr("url.query"), "after=") })
 	if len(fresh) != after {
