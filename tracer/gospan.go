@@ -28,8 +28,9 @@ import (
 //     view what the probes cannot read: the incoming traceparent.
 //   - A view whose twin never comes is exported alone when its hold ends:
 //     a socket exchange the probes missed (a hijacked connection, a
-//     panicking handler), or a Go exchange the socket could not parse
-//     (TLS, HTTP/2). Nothing is lost, nothing is doubled.
+//     panicking handler). A Go exchange over TLS or HTTP/2, which the
+//     socket capture cannot parse, does not wait at all. Nothing is lost,
+//     nothing is doubled.
 //   - A Go client span whose parent is a server span of the process waits
 //     until that parent is final, so that it gets the parent's final trace
 //     ID: the parent learns an incoming traceparent only at its end, and a
@@ -193,6 +194,12 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 	fd := e.Fd
 	if s.Kind == trace.SpanKindClient {
 		fd = -1
+	}
+	if g.Tls != 0 || g.ProtoMajor == 2 {
+		// The socket capture sees ciphertext or HTTP/2 frames here: no
+		// twin will come, so there is nothing to wait for.
+		t.mergeGo(s, nil)
+		return
 	}
 	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path); h != nil {
 		t.mergeGo(s, h.span)

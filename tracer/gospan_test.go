@@ -138,3 +138,21 @@ func TestGoSpanBadRecord(t *testing.T) {
 		t.Errorf("spans %d, bad records %d", len(sink.spans), tr.Stats().BadRecords)
 	}
 }
+
+// Over TLS or HTTP/2 the socket capture cannot parse the exchange: the Go
+// view does not wait for a twin.
+func TestGoViewOverTLSNotHeld(t *testing.T) {
+	tr, sink := goTracer(t)
+	gs := gohttpGoSpan{StartTs: 1, SpanId: 9, Status: 200, MethodLen: 3, PathLen: 1, ProtoMajor: 2, Tls: 1}
+	var b bytes.Buffer
+	binary.Write(&b, binary.NativeEndian, &gs)
+	b.WriteString("GET/")
+	e := &socketEvent{Kind: eventGoServer, Tgid: 7, Fd: 5, Ts: 2, Captured: uint32(b.Len())}
+	tr.handle(encodeEvent(t, e, b.Bytes()))
+	if len(sink.spans) != 1 || len(tr.gostate.gos) != 0 {
+		t.Fatalf("%d spans exported, %d views held", len(sink.spans), len(tr.gostate.gos))
+	}
+	if s := sink.spans[0]; s.Name != "GET" || s.Kind != trace.SpanKindServer {
+		t.Errorf("span %q %v", s.Name, s.Kind)
+	}
+}
