@@ -5,13 +5,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -22,12 +18,13 @@ import (
 	"testing"
 	"time"
 
+	spec "github.com/sondehq/sonde/internal/gospec"
 	"github.com/sondehq/sonde/internal/testutil"
 )
 
 // The Go uprobes, proven on every supported toolchain: testdata/gochain
 // built by the newest patch of each minor version in the offsets matrix
-// (offsets/internal/spec.Latest), each three ways, run over HTTP/1.1 and
+// (gospec.Latest), each three ways, run over HTTP/1.1 and
 // over HTTPS with HTTP/2, under one sonde.
 
 // gochainModes are the build modes of the matrix, the offsets tests' own.
@@ -72,90 +69,10 @@ func gochainBins(t *testing.T) []*gochainBin {
 	return gochain.bins
 }
 
-// goToolchains reads the toolchain list of the offsets matrix,
-// spec.Latest, from its source: package spec is internal to offsets, and
-// this is its one source of truth.
-func goToolchains() ([]string, error) {
-	src := filepath.Join("..", "offsets", "internal", "spec", "spec.go")
-	f, err := parser.ParseFile(token.NewFileSet(), src, nil, 0)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, d := range f.Decls {
-		gd, ok := d.(*ast.GenDecl)
-		if !ok || gd.Tok != token.VAR {
-			continue
-		}
-		for _, s := range gd.Specs {
-			vs := s.(*ast.ValueSpec)
-			if len(vs.Names) != 1 || vs.Names[0].Name != "Latest" || len(vs.Values) != 1 {
-				continue
-			}
-			lit, ok := vs.Values[0].(*ast.CompositeLit)
-			if !ok {
-				return nil, fmt.Errorf("%s: Latest is not a literal", src)
-			}
-			for _, e := range lit.Elts {
-				bl, ok := e.(*ast.BasicLit)
-				if !ok || bl.Kind != token.STRING {
-					return nil, fmt.Errorf("%s: Latest holds a non-string", src)
-				}
-				v, err := strconv.Unquote(bl.Value)
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, v)
-			}
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no toolchains in Latest", src)
-	}
-	return out, nil
-}
-
-// goMinor returns N of go1.N.P, or -1.
-func goMinor(tc string) int {
-	rest, ok := strings.CutPrefix(tc, "go1.")
-	if !ok {
-		return -1
-	}
-	minor, _, _ := strings.Cut(rest, ".")
-	n, err := strconv.Atoi(minor)
-	if err != nil {
-		return -1
-	}
-	return n
-}
-
-// gochainGo runs the installed go command in dir with a pinned toolchain,
-// with the offsets tests' environment (spec.GoCmd): CGO off, so PIE needs
-// no C linker and the build cache they filled is reused.
-func gochainGo(dir, toolchain string, args ...string) *exec.Cmd {
-	cmd := exec.Command("go", args...)
-	cmd.Dir = dir
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		switch k {
-		case "GOROOT", "GOTOOLCHAIN", "GOFLAGS", "CGO_ENABLED", "GOWORK", "GOOS", "GOARCH", "GOEXPERIMENT":
-			continue
-		}
-		env = append(env, kv)
-	}
-	cmd.Env = append(env, "GOTOOLCHAIN="+toolchain, "GOFLAGS=-buildvcs=false", "CGO_ENABLED=0", "GOWORK=off")
-	return cmd
-}
-
 func buildGochains() {
 	start := time.Now()
 	defer func() { gochain.took = time.Since(start) }()
-	tcs, err := goToolchains()
-	if err != nil {
-		gochain.err = err
-		return
-	}
+	tcs := spec.Latest
 	src, err := os.ReadFile(filepath.Join("testdata", "gochain", "main.go"))
 	if err != nil {
 		gochain.err = err
@@ -191,7 +108,7 @@ func buildGochains() {
 				mu.Unlock()
 				return
 			}
-			if out, err := gochainGo(mod, tc, "version").CombinedOutput(); err != nil {
+			if out, err := spec.GoCmd(mod, tc, "version").CombinedOutput(); err != nil {
 				mu.Lock()
 				gochain.unavailable = append(gochain.unavailable,
 					fmt.Errorf("toolchain %s unavailable: %v: %s", tc, err, strings.TrimSpace(string(out))))
@@ -199,10 +116,10 @@ func buildGochains() {
 				return
 			}
 			for _, m := range gochainModes {
-				b := &gochainBin{toolchain: tc, minor: goMinor(tc), mode: m.name,
+				b := &gochainBin{toolchain: tc, minor: spec.Minor(tc), mode: m.name,
 					path: filepath.Join(gochain.dir, "gochain-"+tc+"-"+m.name)}
 				args := append([]string{"build", "-trimpath", "-o", b.path}, m.flags...)
-				out, err := gochainGo(mod, tc, append(args, ".")...).CombinedOutput()
+				out, err := spec.GoCmd(mod, tc, append(args, ".")...).CombinedOutput()
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, fmt.Errorf("%s build %s: %v\n%s", tc, m.name, err, out))

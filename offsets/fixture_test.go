@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/sondehq/sonde/internal/testutil"
-	"github.com/sondehq/sonde/offsets/internal/spec"
+	spec "github.com/sondehq/sonde/internal/gospec"
 )
 
 // toolchains is the test matrix: the newest patch of every supported

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/sondehq/sonde/offsets/internal/spec"
+	spec "github.com/sondehq/sonde/internal/gospec"
 )
 
 var update = flag.Bool("update", false, "TestTableUpToDate: rebuild table.json with every toolchain, as go run ./offsets/internal/gen does")

@@ -16,7 +16,7 @@ import (
 	"path/filepath"
 
 	"github.com/sondehq/sonde/offsets"
-	"github.com/sondehq/sonde/offsets/internal/spec"
+	spec "github.com/sondehq/sonde/internal/gospec"
 )
 
 func main() {

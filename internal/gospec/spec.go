@@ -1,8 +1,9 @@
-// Package spec is the single source of truth shared by the offsets tests
-// and the table generator: which toolchains sonde supports, which struct
-// fields it reads, and the program whose DWARF provides their offsets.
+// Package gospec is the single source of truth shared by the offsets tests,
+// the table generator and the Go e2e tests: which toolchains sonde
+// supports, how to build with them, which struct fields it reads, and the
+// program whose DWARF provides their offsets.
 // It must not import package offsets, whose internal tests import it.
-package spec
+package gospec
 
 import (
 	"bytes"
