@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/sondehq/sonde/tracer/discover"
 )
 
 // Seeds live in testdata/fuzz/<FuzzName>/ as well; the f.Add calls keep the
@@ -119,7 +121,7 @@ func FuzzResourceAttributes(f *testing.F) {
 func listenRows(text string) (rows []string, complete bool) {
 	complete = true
 	for n, line := range strings.Split(text, "\n") {
-		if n >= maxNetLines || len(line) >= bufio.MaxScanTokenSize-2 {
+		if n >= discover.MaxNetLines || len(line) >= bufio.MaxScanTokenSize-2 {
 			// Not read: bufio.Scanner stops at a line this long.
 			return rows, false
 		}

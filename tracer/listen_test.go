@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sondehq/sonde/tracer/discover"
 )
 
 // Rows as the kernel prints them (net/ipv4/tcp_ipv4.c, net/ipv6/tcp_ipv6.c).
@@ -71,17 +73,17 @@ func TestReadListeningAccumulates(t *testing.T) {
 	}
 }
 
-// Only the first maxNetLines lines are read.
+// Only the first discover.MaxNetLines lines are read.
 func TestReadListeningBounded(t *testing.T) {
 	var b strings.Builder
-	for range maxNetLines {
+	for range discover.MaxNetLines {
 		b.WriteString("0: 00000000:0001 00000000:0000 01\n")
 	}
 	b.WriteString("0: 00000000:0002 00000000:0000 0A\n")
 	ports := map[uint16]bool{}
 	readListening(strings.NewReader(b.String()), ports)
 	if len(ports) != 0 {
-		t.Errorf("ports = %v: read past maxNetLines", sortedPorts(ports))
+		t.Errorf("ports = %v: read past discover.MaxNetLines", sortedPorts(ports))
 	}
 }
 

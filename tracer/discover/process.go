@@ -27,6 +27,11 @@ const (
 	FieldAll = FieldExe | FieldCmdline | FieldCgroup | FieldEnv | FieldPorts | FieldStat
 )
 
+// MaxNetLines bounds the lines ListeningSockets reads of a table: a host
+// with more sockets than this is not one whose listeners can be told apart
+// cheaply anyway.
+const MaxNetLines = 1 << 16
+
 // Bounds on what is read from /proc: a hostile process controls its
 // command line and environment, and must not make sonde read megabytes.
 const (
@@ -34,7 +39,6 @@ const (
 	maxEnviron = 256 << 10
 	maxCgroup  = 8 << 10
 	maxFDs     = 1 << 16
-	maxNetLine = 1 << 16
 	// pid (comm) state ppid pgrp session tty_nr tpgid flags: comm is at
 	// most 64 bytes, the numbers before flags a few dozen.
 	maxStat = 512
@@ -323,14 +327,16 @@ func socketInodes(fdDir string) map[uint64]bool {
 }
 
 // ListeningSockets yields port and inode of each LISTEN line of a
-// /proc/net/tcp{,6} table.
+// /proc/net/tcp{,6} table. A line too short to hold the inode column, or
+// whose inode does not parse, yields inode 0, which no socket has: its port
+// is listening all the same.
 func ListeningSockets(r io.Reader) func(yield func(port uint16, inode uint64) bool) {
 	return func(yield func(uint16, uint64) bool) {
 		sc := bufio.NewScanner(r)
-		for n := 0; sc.Scan() && n < maxNetLine; n++ {
+		for n := 0; sc.Scan() && n < MaxNetLines; n++ {
 			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
 			f := strings.Fields(sc.Text())
-			if len(f) < 10 || f[3] != tcpListen {
+			if len(f) < 4 || f[3] != tcpListen {
 				continue
 			}
 			_, hexPort, ok := strings.Cut(f[1], ":")
@@ -341,9 +347,9 @@ func ListeningSockets(r io.Reader) func(yield func(port uint16, inode uint64) bo
 			if err != nil {
 				continue
 			}
-			inode, err := strconv.ParseUint(f[9], 10, 64)
-			if err != nil {
-				continue
+			var inode uint64
+			if len(f) >= 10 {
+				inode, _ = strconv.ParseUint(f[9], 10, 64)
 			}
 			if !yield(uint16(port), inode) {
 				return
