@@ -328,10 +328,8 @@ func (t *Tracer) selectInitial() error {
 	children := make(map[int][]*discover.Process)
 	var chosen []*discover.Process
 	for _, pid := range pids {
-		p := t.selection.inspect(uint32(pid))
-		if st, err := discover.Read(t.opts.ProcRoot, pid, discover.FieldStat); err == nil {
-			children[st.PPID] = append(children[st.PPID], p)
-		}
+		p := t.selection.inspect(uint32(pid), discover.FieldStat)
+		children[p.PPID] = append(children[p.PPID], p)
 		ok, reason := t.selection.decide(p)
 		if !ok {
 			t.reject(uint32(pid))
@@ -396,7 +394,7 @@ func (t *Tracer) rescan() {
 		if t.selected[id] || t.rejected[id] {
 			continue
 		}
-		p := t.selection.inspect(id)
+		p := t.selection.inspect(id, 0)
 		ok, reason := t.selection.decide(p)
 		if !ok {
 			t.reject(id)

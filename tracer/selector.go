@@ -40,21 +40,15 @@ func (s *selection) mutable() bool { return s.rules.Mutable() }
 
 func (s *selection) decide(p *discover.Process) (bool, string) { return s.rules.Decide(p) }
 
-// inspect reads what deciding on pid needs. A process that is gone reads
-// as empty facts, which no rule but an empty one matches.
-func (s *selection) inspect(pid uint32) *discover.Process {
-	p, err := discover.Read(s.procRoot, int(pid), s.rules.Needs()|discover.FieldExe)
+// inspect reads what deciding on pid needs, and the extra facts the caller
+// asks for in the same pass. A process that is gone reads as empty facts,
+// which no rule but an empty one matches.
+func (s *selection) inspect(pid uint32, extra discover.Fields) *discover.Process {
+	p, err := discover.Read(s.procRoot, int(pid), s.rules.Needs()|discover.FieldExe|extra)
 	if err != nil {
 		return &discover.Process{PID: int(pid)}
 	}
 	return p
-}
-
-// matches reports whether the running process pid is selected.
-func (s *selection) matches(pid uint32) (exe string, ok bool) {
-	p := s.inspect(pid)
-	ok, _ = s.decide(p)
-	return p.Exe, ok
 }
 
 // decideExec decides on a process that just executed path with argv args.
@@ -63,7 +57,7 @@ func (s *selection) matches(pid uint32) (exe string, ok bool) {
 // may name either. When the process is already gone, the event's own path
 // and argv still decide exe and cmdline rules.
 func (s *selection) decideExec(pid uint32, path string, args []string) (p *discover.Process, ok bool, reason string) {
-	p = s.inspect(pid)
+	p = s.inspect(pid, 0)
 	resolved := p.Exe
 	if len(p.Cmdline) == 0 {
 		p.Cmdline = args
@@ -77,21 +71,6 @@ func (s *selection) decideExec(pid uint32, path string, args []string) (p *disco
 	p.Exe = resolved
 	ok, reason = s.decide(p)
 	return p, ok, reason
-}
-
-// scan returns the running processes that are selected.
-func (s *selection) scan() []uint32 {
-	pids, err := discover.Scan(s.procRoot)
-	if err != nil {
-		return nil
-	}
-	var out []uint32
-	for _, pid := range pids {
-		if _, ok := s.matches(uint32(pid)); ok {
-			out = append(out, uint32(pid))
-		}
-	}
-	return out
 }
 
 func (s *selection) describe() string { return s.rules.String() }

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sondehq/sonde/tracer/discover"
 )
 
 func TestSelectorMatches(t *testing.T) {
@@ -52,7 +54,7 @@ func TestSelectorMatches(t *testing.T) {
 				t.Errorf("selector with patterns not enabled")
 			}
 			for pid := uint32(1); pid <= 7; pid++ {
-				exe, ok := s.matches(pid)
+				exe, ok := matches(s, pid)
 				if want := slices.Contains(tc.want, pid); ok != want {
 					t.Errorf("matches(%d) (%s) = %v, want %v", pid, exes[pid], ok, want)
 				}
@@ -60,7 +62,7 @@ func TestSelectorMatches(t *testing.T) {
 					t.Errorf("matches(%d) exe = %q, want %q", pid, exe, want)
 				}
 			}
-			got := s.scan()
+			got := scan(s)
 			slices.Sort(got)
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("scan() = %v, want %v", got, tc.want)
@@ -91,7 +93,7 @@ func TestSelectorSymlinkPattern(t *testing.T) {
 	if !slices.Contains(exePatterns(s), link) || !slices.Contains(exePatterns(s), real) {
 		t.Errorf("patterns = %q, want %q and its target %q", exePatterns(s), link, real)
 	}
-	got := s.scan()
+	got := scan(s)
 	slices.Sort(got)
 	if want := []uint32{1, 2}; !slices.Equal(got, want) {
 		t.Errorf("scan() = %v, want %v", got, want)
@@ -138,7 +140,7 @@ func TestSelectorEmpty(t *testing.T) {
 		t.Errorf("selector without patterns enabled")
 	}
 	// Nothing narrows the choice: every process is traced.
-	if _, ok := s.matches(1); !ok {
+	if _, ok := matches(s, 1); !ok {
 		t.Errorf("selector without patterns does not match")
 	}
 }
@@ -162,13 +164,13 @@ func TestSelectorScanSkipsNonPIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.scan(); !slices.Equal(got, []uint32{12}) {
+	if got := scan(s); !slices.Equal(got, []uint32{12}) {
 		t.Errorf("scan() = %v, want [12]", got)
 	}
 
 	// A missing proc root yields nothing rather than failing.
 	s.procRoot = filepath.Join(fp.root, "missing")
-	if got := s.scan(); len(got) != 0 {
+	if got := scan(s); len(got) != 0 {
 		t.Errorf("scan() of a missing root = %v", got)
 	}
 }
@@ -182,6 +184,29 @@ func exePatterns(s *selection) []string {
 	var out []string
 	for _, r := range s.rules.Include {
 		out = append(out, r.Exe)
+	}
+	return out
+}
+
+// matches reports whether the running process pid is selected, as the
+// initial scan and the rescans decide.
+func matches(s *selection, pid uint32) (exe string, ok bool) {
+	p := s.inspect(pid, 0)
+	ok, _ = s.decide(p)
+	return p.Exe, ok
+}
+
+// scan returns the running processes that are selected.
+func scan(s *selection) []uint32 {
+	pids, err := discover.Scan(s.procRoot)
+	if err != nil {
+		return nil
+	}
+	var out []uint32
+	for _, pid := range pids {
+		if _, ok := matches(s, uint32(pid)); ok {
+			out = append(out, uint32(pid))
+		}
 	}
 	return out
 }
