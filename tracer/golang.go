@@ -267,8 +267,22 @@ func readlink(p string) string {
 	return s
 }
 
-func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) {
-	bin, err := offsets.Open(exe)
+// goPlan is what sonde's Go probes would do in one binary: the field
+// offsets they read, where each probe program goes, and which probe groups
+// cannot be placed, and why.
+type goPlan struct {
+	version string
+	offsets gohttpGoOffsets
+	sites   map[string][]uint64 // by program
+	missing map[string]string   // by group
+}
+
+// planGo resolves every probe and field in the executable at path, without
+// attaching anything. A binary that is not a Go program using net/http is
+// a *notGoError; one whose required probes or fields do not resolve is
+// another error saying why.
+func planGo(path string) (*goPlan, error) {
+	bin, err := offsets.Open(path)
 	if err != nil {
 		if errors.Is(err, offsets.ErrNotGo) {
 			return nil, &notGoError{err}
@@ -281,11 +295,45 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 			return nil, &notGoError{errors.New("does not use net/http")}
 		}
 	}
-	offs, missing, err := goOffsetsOf(bin)
+	p := &goPlan{version: bin.GoVersion(), sites: map[string][]uint64{}}
+	p.offsets, p.missing, err = goOffsetsOf(bin)
 	if err != nil {
 		return nil, err
 	}
-	b := &goBinary{id: id, exe: readlink(exe), version: bin.GoVersion(), pids: map[uint32]bool{pid: true}}
+	for _, probe := range goProbeSet {
+		if p.missing[probe.group] != "" {
+			continue
+		}
+		sites, err := probeSites(bin, probe)
+		if err != nil {
+			if probe.required {
+				return nil, fmt.Errorf("probe %s: %w", probe.fn, err)
+			}
+			p.missing[probe.group] = err.Error()
+			continue
+		}
+		p.sites[probe.prog] = sites
+	}
+	return p, nil
+}
+
+// groups lists the probe groups the plan places whole, in goProbeSet order.
+func (p *goPlan) groups() []string {
+	var out []string
+	for _, probe := range goProbeSet {
+		if p.missing[probe.group] == "" && !slices.Contains(out, probe.group) {
+			out = append(out, probe.group)
+		}
+	}
+	return out
+}
+
+func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) {
+	plan, err := planGo(exe)
+	if err != nil {
+		return nil, err
+	}
+	b := &goBinary{id: id, exe: readlink(exe), version: plan.version, pids: map[uint32]bool{pid: true}}
 	if n := len(g.free); n > 0 {
 		b.index, g.free = g.free[n-1], g.free[:n-1]
 	} else {
@@ -295,7 +343,7 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 		b.index = g.next
 		g.next++
 	}
-	if err := g.coll.Maps["go_binaries"].Put(b.index, offs); err != nil {
+	if err := g.coll.Maps["go_binaries"].Put(b.index, plan.offsets); err != nil {
 		g.free = append(g.free, b.index)
 		return nil, fmt.Errorf("store offsets: %w", err)
 	}
@@ -304,27 +352,19 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 		g.free = append(g.free, b.index)
 		return nil, fmt.Errorf("open executable: %w", err)
 	}
-	attached := map[string]bool{}
+	missing := plan.missing
 	for _, p := range goProbeSet {
 		if missing[p.group] != "" {
 			continue
 		}
-		sites, err := probeSites(bin, p)
-		if err == nil {
-			for _, off := range sites {
-				var l link.Link
-				l, err = ex.Uprobe("", g.coll.Programs[p.prog], &link.UprobeOptions{Address: off, Cookie: uint64(b.index)})
-				if err != nil {
-					break
-				}
+		for _, off := range plan.sites[p.prog] {
+			l, err := ex.Uprobe("", g.coll.Programs[p.prog], &link.UprobeOptions{Address: off, Cookie: uint64(b.index)})
+			if err == nil {
 				b.links = append(b.links, l)
+				continue
 			}
-		}
-		if err != nil {
 			if p.required {
-				for _, l := range b.links {
-					l.Close()
-				}
+				closeLinks(b.links)
 				g.free = append(g.free, b.index)
 				return nil, fmt.Errorf("probe %s: %w", p.fn, err)
 			}
@@ -332,12 +372,11 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 			g.log.Warn("Go probe not attached; what it sees is left to socket capture",
 				"pid", pid, "exe", b.exe, "function", p.fn, "error", err)
 			missing[p.group] = err.Error()
-			continue
+			break
 		}
-		attached[p.group] = true
 	}
-	b.client = attached["client"] && missing["client"] == ""
-	b.h2 = attached["h2"]
+	b.client = missing["client"] == ""
+	b.h2 = missing["h2"] == ""
 	return b, nil
 }
 
@@ -458,36 +497,9 @@ func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]str
 // h2client, goroutines) whose probes and fields all resolve. It returns an
 // error saying why when the binary is left to socket capture.
 func GoCoverage(path string) ([]string, error) {
-	bin, err := offsets.Open(path)
+	plan, err := planGo(path)
 	if err != nil {
 		return nil, err
 	}
-	defer bin.Close()
-	if _, err := bin.Func("net/http.serverHandler.ServeHTTP"); err != nil {
-		if _, err2 := bin.Func("net/http.(*Transport).roundTrip"); err2 != nil {
-			return nil, errors.New("does not use net/http")
-		}
-	}
-	_, missing, err := goOffsetsOf(bin)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range goProbeSet {
-		if missing[p.group] != "" {
-			continue
-		}
-		if _, err := probeSites(bin, p); err != nil {
-			if p.required {
-				return nil, fmt.Errorf("probe %s: %w", p.fn, err)
-			}
-			missing[p.group] = err.Error()
-		}
-	}
-	var groups []string
-	for _, p := range goProbeSet {
-		if missing[p.group] == "" && !slices.Contains(groups, p.group) {
-			groups = append(groups, p.group)
-		}
-	}
-	return groups, nil
+	return plan.groups(), nil
 }
