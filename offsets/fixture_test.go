@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sondehq/sonde/internal/testutil"
 	spec "github.com/sondehq/sonde/internal/gospec"
+	"github.com/sondehq/sonde/internal/testutil"
 )
 
 // toolchains is the test matrix: the newest patch of every supported

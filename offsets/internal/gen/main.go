@@ -15,8 +15,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/sondehq/sonde/offsets"
 	spec "github.com/sondehq/sonde/internal/gospec"
+	"github.com/sondehq/sonde/offsets"
 )
 
 func main() {
