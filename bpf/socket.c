@@ -16,34 +16,20 @@
 #include "emit.h"
 
 #define EINPROGRESS 115
+#define MSG_PEEK 2
 
-// Set by the loader before the programs are loaded; the switches that both
-// objects read are in emit.h.
-volatile const __u32 cfg_capture_bytes = 4096;
+// Set by the loader before the programs are loaded; the switches that every
+// object reads are in emit.h.
 volatile const __u8 cfg_watch_exec = 0;
+
+// Written by userspace: 1 once a probe on an OpenSSL library is attached.
+// Until then the data path skips the lookup for an SSL call in progress.
+volatile __u32 tls_watch = 0;
 
 // The syscall's saved user registers: arguments in di, si, dx.
 static __always_inline struct pt_regs *syscall_regs(void)
 {
 	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-}
-
-static __always_inline __u64 capture_limit(__u64 moved)
-{
-	__u64 n = moved;
-	if (n > cfg_capture_bytes)
-		n = cfg_capture_bytes;
-	if (n > CAPTURE_MAX)
-		n = CAPTURE_MAX;
-	return n;
-}
-
-static __always_inline void capture_buf(struct event_buf *b, __u64 ptr, __u64 moved)
-{
-	__u64 n = capture_limit(moved);
-	if (n && bpf_probe_read_user(b->data, n, (void *)ptr))
-		n = 0;
-	b->hdr.captured = n;
 }
 
 // Copies up to capture_limit(moved) bytes scattered over an iovec array.
@@ -74,6 +60,37 @@ static __always_inline void capture_iov(struct event_buf *b, __u64 iov_ptr, __u6
 	b->hdr.captured = off;
 }
 
+// peeked reports whether a receive syscall only looked at the bytes
+// (MSG_PEEK): they stay queued and are reported by the read that takes
+// them. nginx peeks at the first byte of every connection to tell TLS from
+// plain HTTP. flags is the syscall's flags argument.
+static __always_inline bool peeked(__u8 syscall, __u64 flags)
+{
+	return (syscall == SYS_RECVFROM || syscall == SYS_RECVMSG || syscall == SYS_RECVMMSG) && (flags & MSG_PEEK);
+}
+
+// inside_ssl_call reports whether the current thread is inside an SSL_read,
+// SSL_write or SSL_do_handshake that sonde probes (bpf/openssl.c), and ties
+// that call, and its SSL object for later calls served from OpenSSL's own
+// buffer, to this socket. This is how plaintext finds its connection
+// without reading OpenSSL's struct layouts: the library moves the
+// ciphertext with a syscall on the same thread, nested in the call.
+static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
+	if (!call)
+		return false;
+	if (call->sock == (__u64)sk)
+		return true; // a second syscall of the same call: known already
+	call->sock = (__u64)sk;
+	call->fd = fd;
+	struct ssl_key key = {.tgid = id >> 32, .ssl = call->ssl};
+	struct ssl_sock where = {.sock = (__u64)sk, .fd = fd};
+	bpf_map_update_elem(&ssl_socks, &key, &where, BPF_ANY);
+	return true;
+}
+
 // data_event starts the event of a syscall that moved ret > 0 bytes over a
 // TCP socket of a selected process, or returns NULL.
 static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long ret, int fd)
@@ -81,6 +98,8 @@ static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return NULL; // files, pipes, UDP, unix sockets: rejected at the source
+	if (tls_watch && inside_ssl_call(fd, sk))
+		return NULL; // ciphertext: the SSL call's return reports the plaintext
 	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
 	if (!b)
 		return NULL;
@@ -95,6 +114,9 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 	if (ret <= 0 || !current_selected())
 		return 0;
 	struct pt_regs *regs = syscall_regs();
+	// recvfrom(fd, buf, len, flags, ...): the fourth argument is in r10.
+	if (peeked(syscall, regs->r10))
+		return 0;
 	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
@@ -123,6 +145,8 @@ static __always_inline int data_msg(__u8 syscall, __u8 dir, long ret)
 	if (ret <= 0 || !current_selected())
 		return 0;
 	struct pt_regs *regs = syscall_regs();
+	if (peeked(syscall, regs->dx))
+		return 0;
 	struct user_msghdr msg;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		__builtin_memset(&msg, 0, sizeof(msg)); // still report the byte count
@@ -166,6 +190,9 @@ static __always_inline int data_mmsg(__u8 syscall, __u8 dir, long ret)
 	if (ret <= 0 || !current_selected())
 		return 0;
 	struct pt_regs *regs = syscall_regs();
+	// recvmmsg(fd, vec, vlen, flags, timeout)
+	if (peeked(syscall, regs->r10))
+		return 0;
 	struct mmsg_walk w = {.vec = regs->si, .messages = ret, .fd = regs->di, .syscall = syscall, .dir = dir};
 	if (ret > MMSG_MAX)
 		count(COUNTER_MMSG_CAPPED);

@@ -3,8 +3,10 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -173,17 +175,13 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 			b.Fatal(err)
 		}
 		if traced.bpfStats {
-			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
-			if err != nil {
-				b.Fatalf("enable BPF run-time stats: %v", err)
-			}
-			defer stats.Close()
-			bpf0 = sondeRunTime(b)
+			defer enableBPFStats(b).Close()
+			bpf0 = programRunTime(b, socketPrograms...)
 		}
 	}
 	n, elapsed := send(b, srv.addr, d)
 	if trace && traced.bpfStats {
-		traced.bpf = sondeRunTime(b) - bpf0
+		traced.bpf = programRunTime(b, socketPrograms...) - bpf0
 	}
 	cpu1, err := procCPU(srv.pid())
 	if err != nil {
@@ -210,9 +208,22 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 	return runStats{requests: n, elapsed: elapsed, cpu: cpu1 - cpu0}
 }
 
-// sondeRunTime sums the kernel-measured run time of the loaded programs
-// named as sonde names its own.
-func sondeRunTime(b *testing.B) time.Duration {
+// socketPrograms are the name prefixes of the socket object's programs.
+var socketPrograms = []string{"exit_", "enter_", "process_"}
+
+// enableBPFStats turns the kernel's run-time accounting of BPF programs on
+// until the returned closer is closed.
+func enableBPFStats(b *testing.B) io.Closer {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		b.Fatalf("enable BPF run-time stats: %v", err)
+	}
+	return stats
+}
+
+// programRunTime sums the kernel-measured run time of the loaded programs
+// whose names start with one of prefixes, as sonde names its own.
+func programRunTime(b *testing.B, prefixes ...string) time.Duration {
 	var total time.Duration
 	var id ebpf.ProgramID
 	for {
@@ -226,7 +237,7 @@ func sondeRunTime(b *testing.B) time.Duration {
 			continue
 		}
 		info, err := p.Info()
-		if err == nil && (strings.HasPrefix(info.Name, "exit_") || strings.HasPrefix(info.Name, "enter_") || strings.HasPrefix(info.Name, "process_")) {
+		if err == nil && slices.ContainsFunc(prefixes, func(pre string) bool { return strings.HasPrefix(info.Name, pre) }) {
 			if st, err := p.Stats(); err == nil {
 				total += st.Runtime
 			}

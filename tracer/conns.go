@@ -49,6 +49,17 @@ type conn struct {
 	inError bool
 	// exchanges counts the exchanges parsed on this connection.
 	exchanges uint64
+	// fed is set once bytes of the connection went to the parser.
+	fed bool
+	// tls is set once the connection is known to carry TLS: its bytes on
+	// the wire are ciphertext, and only the OpenSSL probes' plaintext is
+	// parsed.
+	tls bool
+	// plaintext is set once an OpenSSL probe reported the connection's
+	// plaintext.
+	plaintext bool
+	// http2 is set once the connection is known to speak HTTP/2.
+	http2 bool
 }
 
 // connTable holds connection state with a hard cap: under connection churn

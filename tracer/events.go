@@ -25,6 +25,7 @@ const (
 	sysSendfile = 11
 
 	flagAfterLoss = 1 // EVENT_F_AFTER_LOSS
+	flagTLS       = 2 // EVENT_F_TLS: plaintext from an OpenSSL probe
 )
 
 // Indexes of the kernel's per-CPU counters (enum counter).
@@ -34,6 +35,7 @@ const (
 	counterIOVCapped
 	counterMmsgCapped
 	counterTargetsFull
+	counterTLSUnpaired
 	counterMax
 )
 

@@ -128,6 +128,34 @@ type gohttpGoSpan struct {
 	_            [4]byte
 }
 
+type gohttpSslCall struct {
+	_        structs.HostLayout
+	Ssl      uint64
+	Buf      uint64
+	CountPtr uint64
+	Sp       uint64
+	Sock     uint64
+	Fd       int32
+	Op       uint8
+	Count    uint8
+	Depth    uint8
+	Pad      uint8
+}
+
+type gohttpSslKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Ssl  uint64
+}
+
+type gohttpSslSock struct {
+	_    structs.HostLayout
+	Sock uint64
+	Fd   int32
+	Pad  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -142,6 +170,8 @@ const (
 	gohttpMapLossy               = "lossy"
 	gohttpMapLossyCount          = "lossy_count"
 	gohttpMapScratch             = "scratch"
+	gohttpMapSslCalls            = "ssl_calls"
+	gohttpMapSslSocks            = "ssl_socks"
 	gohttpMapTargets             = "targets"
 	gohttpProgGoClientConn       = "go_client_conn"
 	gohttpProgGoClientEndH1      = "go_client_end_h1"
@@ -152,6 +182,7 @@ const (
 	gohttpProgGoServerEndH1      = "go_server_end_h1"
 	gohttpProgGoServerEndH2      = "go_server_end_h2"
 	gohttpProgGoServerStart      = "go_server_start"
+	gohttpVarCfgCaptureBytes     = "cfg_capture_bytes"
 	gohttpVarCfgSelfTgid         = "cfg_self_tgid"
 	gohttpVarCfgTraceAll         = "cfg_trace_all"
 	gohttpVarCfgWakeupBytes      = "cfg_wakeup_bytes"
@@ -226,6 +257,8 @@ type gohttpMapSpecs struct {
 	Lossy       *ebpf.MapSpec `ebpf:"lossy"`
 	LossyCount  *ebpf.MapSpec `ebpf:"lossy_count"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	SslCalls    *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslSocks    *ebpf.MapSpec `ebpf:"ssl_socks"`
 	Targets     *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -233,11 +266,12 @@ type gohttpMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gohttpVariableSpecs struct {
-	CfgSelfTgid    *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
-	CfgTraceAll    *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
-	CfgWakeupBytes *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
-	Running        *ebpf.VariableSpec `ebpf:"running"`
-	UnusedGoSpan   *ebpf.VariableSpec `ebpf:"unused_go_span"`
+	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
+	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
+	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
+	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
+	Running         *ebpf.VariableSpec `ebpf:"running"`
+	UnusedGoSpan    *ebpf.VariableSpec `ebpf:"unused_go_span"`
 }
 
 // gohttpObjects contains all objects after they have been loaded into the kernel.
@@ -270,6 +304,8 @@ type gohttpMaps struct {
 	Lossy       *ebpf.Map `ebpf:"lossy"`
 	LossyCount  *ebpf.Map `ebpf:"lossy_count"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
+	SslCalls    *ebpf.Map `ebpf:"ssl_calls"`
+	SslSocks    *ebpf.Map `ebpf:"ssl_socks"`
 	Targets     *ebpf.Map `ebpf:"targets"`
 }
 
@@ -285,6 +321,8 @@ func (m *gohttpMaps) Close() error {
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
+		m.SslCalls,
+		m.SslSocks,
 		m.Targets,
 	)
 }
@@ -293,11 +331,12 @@ func (m *gohttpMaps) Close() error {
 //
 // It can be passed to loadGohttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gohttpVariables struct {
-	CfgSelfTgid    *ebpf.Variable `ebpf:"cfg_self_tgid"`
-	CfgTraceAll    *ebpf.Variable `ebpf:"cfg_trace_all"`
-	CfgWakeupBytes *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
-	Running        *ebpf.Variable `ebpf:"running"`
-	UnusedGoSpan   *ebpf.Variable `ebpf:"unused_go_span"`
+	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
+	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
+	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
+	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
+	Running         *ebpf.Variable `ebpf:"running"`
+	UnusedGoSpan    *ebpf.Variable `ebpf:"unused_go_span"`
 }
 
 // gohttpPrograms contains all programs after they have been loaded into the kernel.

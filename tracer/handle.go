@@ -71,9 +71,7 @@ func (t *Tracer) track(c *conn, comm string) {
 }
 
 func (t *Tracer) onData(e *socketEvent, data []byte) {
-	if e.Size > e.Captured && e.Syscall != sysSendfile {
-		t.stats.truncated.Add(1)
-	}
+	plaintext := e.Flags&flagTLS != 0
 	key := connKey{e.Tgid, e.Fd}
 	c := t.conns.get(key)
 	if c != nil && c.sock != e.Sock {
@@ -90,6 +88,41 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	} else if e.Flags&flagAfterLoss != 0 {
 		t.restartAfterLoss(c)
 	}
+	if !plaintext && (c.tls || (!c.fed && looksLikeTLSRecord(data))) {
+		// Ciphertext: the TLS handshake, or records of a library sonde
+		// does not probe (Go's crypto/tls, whose requests the Go probes
+		// see). Not garbage, and not for the HTTP parser.
+		c.tls = true
+		t.stats.ciphertext.Add(1)
+		return
+	}
+	if plaintext && !c.plaintext {
+		// The first plaintext of the connection. Ciphertext before it
+		// means the session began before its library was probed, so this
+		// may be the middle of a message; bytes the parser took for
+		// plaintext were ciphertext. Either way it starts over, at the
+		// next message start.
+		if c.tls || c.fed {
+			c.http.Close(t.xbuf[:0])
+			c.http.JoinMidStream()
+			c.inError = false
+		}
+		c.tls, c.plaintext = true, true
+	}
+	if c.http2 || (!c.fed && startsHTTP2(data)) {
+		// HTTP/2, in clear or from TLS with ALPN h2: not for the HTTP/1
+		// parser, and not garbage either. The connection is counted once.
+		if !c.http2 {
+			c.http2 = true
+			t.stats.http2Conns.Add(1)
+			t.log.Debug("HTTP/2 connection: not parsed yet", "pid", c.key.tgid, "exe", c.proc.exe, "fd", c.key.fd)
+		}
+		return
+	}
+	c.fed = true
+	if e.Size > e.Captured && e.Syscall != sysSendfile {
+		t.stats.truncated.Add(1)
+	}
 	dir := http1.Request
 	if (c.role == roleServer) != (e.Dir == dirIngress) {
 		dir = http1.Response
@@ -102,6 +135,38 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 		t.parseError(c, err)
 	}
 	t.emit(c, xs)
+}
+
+// http2Preface starts every HTTP/2 connection, sent by the client (RFC 9113
+// section 3.4); a capture holds at least its first 64 bytes.
+var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// startsHTTP2 reports whether the first bytes of one direction of a
+// connection are HTTP/2's: the client's preface, or the server's, which is
+// a SETTINGS frame (type 4, not an ACK, on stream 0, a whole number of
+// 6-byte settings) that servers such as nginx send before they read.
+func startsHTTP2(data []byte) bool {
+	if bytes.HasPrefix(data, http2Preface) {
+		return true
+	}
+	if len(data) < 9 {
+		return false
+	}
+	n := int(data[0])<<16 | int(data[1])<<8 | int(data[2])
+	return data[3] == 4 && data[4]&1 == 0 && data[5]&0x7f == 0 && data[6] == 0 && data[7] == 0 && data[8] == 0 &&
+		n%6 == 0 && n <= 16384
+}
+
+// looksLikeTLSRecord reports whether data starts with a TLS record header:
+// a content type from change_cipher_spec (20) to application_data (23),
+// protocol version 3.0 to 3.4 (SSL 3.0 to TLS 1.3 on the wire), and a
+// length TLS allows. No HTTP/1 or HTTP/2 message starts with these bytes.
+func looksLikeTLSRecord(data []byte) bool {
+	if len(data) < 5 {
+		return false
+	}
+	n := int(data[3])<<8 | int(data[4])
+	return data[0] >= 20 && data[0] <= 23 && data[1] == 3 && data[2] <= 4 && n > 0 && n <= 1<<14+2048
 }
 
 // emit turns finished exchanges into spans.
@@ -196,6 +261,11 @@ func (t *Tracer) roleOf(e *socketEvent, data []byte) role {
 		if !ingress {
 			return roleServer
 		}
+	case looksLikeTLSRecord(data) && data[0] == 22 && len(data) > 5 && data[5] == 1:
+		// A ClientHello: handshake (22), message client_hello (1).
+		if ingress {
+			return roleServer
+		}
 	}
 	return roleClient
 }
@@ -208,6 +278,7 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 	p := readProcess(t.opts.ProcRoot, tgid, comm, t.host)
 	t.procs[tgid] = p
 	t.goProbes.add(t.opts.ProcRoot, tgid)
+	t.sslProbes.add(t.opts.ProcRoot, tgid)
 	return p
 }
 
@@ -218,6 +289,7 @@ func (t *Tracer) process(tgid uint32, comm string) *process {
 func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	delete(t.procs, e.Tgid) // exec replaced the program: re-read its identity
 	t.goProbes.remove(e.Tgid)
+	t.sslProbes.forget(e.Tgid)
 	delete(t.rejected, e.Tgid)
 	path, args, _ := bytes.Cut(payload, []byte{0})
 	p, ok, reason := t.selection.decideExec(e.Tgid, string(path), discover.ParseCmdline(args))
@@ -288,6 +360,7 @@ func (t *Tracer) onExit(tgid uint32, delay time.Duration) {
 	delete(t.listen, tgid)
 	delete(t.rejected, tgid)
 	t.goProbes.remove(tgid)
+	t.sslProbes.forget(tgid)
 	if t.selected != nil {
 		delete(t.selected, tgid)
 		delete(t.explicit, tgid)
@@ -321,8 +394,10 @@ func (t *Tracer) selectInitial() error {
 		for _, pid := range pids {
 			if uint32(pid) != t.opts.selfPID() {
 				t.goProbes.add(t.opts.ProcRoot, uint32(pid))
+				t.sslProbes.add(t.opts.ProcRoot, uint32(pid))
 			}
 		}
+		t.sslProbes.addHost("/")
 		return nil
 	}
 	children := make(map[int][]*discover.Process)
@@ -367,9 +442,12 @@ func (t *Tracer) selectInitial() error {
 			t.log.Warn("process given by --pid is excluded by a rule", "pid", pid)
 		}
 	}
-	// The Go programs selected at start have their probes before tracing
-	// starts, so that their first exchanges are seen whole.
+	// The Go programs and OpenSSL libraries of the processes selected at
+	// start have their probes before tracing starts, so that their first
+	// exchanges are seen whole.
+	t.sslProbes.addHost("/")
 	t.goProbes.wait()
+	t.sslProbes.wait()
 	return nil
 }
 

@@ -94,11 +94,15 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 		s.Name = "HTTP"
 	}
 	path, query := splitTarget(req.Target)
+	scheme := "http"
+	if c.tls {
+		scheme = "https"
+	}
 	// network.protocol.name and network.transport are left out: semconv
 	// asks for them only when they are not "http" and "tcp". Every
 	// attribute costs export CPU per span.
 	attrs = append(attrs,
-		semconv.URLScheme("http"),
+		semconv.URLScheme(scheme),
 		semconv.NetworkPeerAddress(c.remoteAddr),
 		semconv.NetworkPeerPort(int(c.remote.Port())),
 	)
@@ -136,7 +140,7 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 			port = int(c.remote.Port())
 		}
 		attrs = append(attrs,
-			semconv.URLFull(fullURL(req.Target, host, port, path, query)),
+			semconv.URLFull(fullURL(req.Target, scheme, host, port, path, query)),
 			semconv.ServerAddress(host),
 			semconv.ServerPort(port),
 		)
@@ -234,8 +238,10 @@ func hostPort(h string) (string, int) {
 // fullURL rebuilds the URL a client requested. The path is kept as it was
 // sent (already percent-encoded), userinfo is never included and
 // credential-like query values are redacted.
-func fullURL(target, host string, port int, path, query string) string {
-	scheme := "http"
+// defaultPort is the port a URL of each scheme leaves out.
+var defaultPort = map[string]int{"http": 80, "https": 443}
+
+func fullURL(target, scheme, host string, port int, path, query string) string {
 	authority := ""
 	if sch, rest, ok := cutScheme(target); ok {
 		scheme = strings.ToLower(sch)
@@ -252,7 +258,7 @@ func fullURL(target, host string, port int, path, query string) string {
 		if strings.Contains(host, ":") {
 			authority = "[" + host + "]"
 		}
-		if port != 0 && port != 80 {
+		if port != 0 && port != defaultPort[scheme] {
 			authority = net.JoinHostPort(host, strconv.Itoa(port))
 		}
 	}

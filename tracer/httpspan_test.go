@@ -112,7 +112,7 @@ func TestFullURL(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path, query := splitTarget(tc.target)
-			got := fullURL(tc.target, tc.host, tc.port, path, query)
+			got := fullURL(tc.target, "http", tc.host, tc.port, path, query)
 			if got != tc.want {
 				t.Errorf("fullURL(%q, %q, %d) = %q, want %q", tc.target, tc.host, tc.port, got, tc.want)
 			}

@@ -44,6 +44,8 @@ type Options struct {
 
 	// NoGoProbes leaves Go programs to socket capture alone: no uprobes.
 	NoGoProbes bool
+	// NoSSLProbes leaves TLS unread: no uprobes on OpenSSL libraries.
+	NoSSLProbes bool
 
 	// ProcRoot is where procfs is mounted. Default /proc.
 	ProcRoot string

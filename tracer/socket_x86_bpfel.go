@@ -41,6 +41,34 @@ type socketEventBuf struct {
 	Data [32768]uint8
 }
 
+type socketSslCall struct {
+	_        structs.HostLayout
+	Ssl      uint64
+	Buf      uint64
+	CountPtr uint64
+	Sp       uint64
+	Sock     uint64
+	Fd       int32
+	Op       uint8
+	Count    uint8
+	Depth    uint8
+	Pad      uint8
+}
+
+type socketSslKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Ssl  uint64
+}
+
+type socketSslSock struct {
+	_    structs.HostLayout
+	Sock uint64
+	Fd   int32
+	Pad  uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -50,6 +78,8 @@ const (
 	socketMapLossy           = "lossy"
 	socketMapLossyCount      = "lossy_count"
 	socketMapScratch         = "scratch"
+	socketMapSslCalls        = "ssl_calls"
+	socketMapSslSocks        = "ssl_socks"
 	socketMapTargets         = "targets"
 	socketProgEnterClose     = "enter_close"
 	socketProgExitAccept     = "exit_accept"
@@ -75,6 +105,7 @@ const (
 	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
 	socketVarCfgWatchExec    = "cfg_watch_exec"
 	socketVarRunning         = "running"
+	socketVarTlsWatch        = "tls_watch"
 )
 
 // loadSocket returns the embedded CollectionSpec for socket.
@@ -148,6 +179,8 @@ type socketMapSpecs struct {
 	Lossy      *ebpf.MapSpec `ebpf:"lossy"`
 	LossyCount *ebpf.MapSpec `ebpf:"lossy_count"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	SslCalls   *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslSocks   *ebpf.MapSpec `ebpf:"ssl_socks"`
 	Targets    *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -161,6 +194,7 @@ type socketVariableSpecs struct {
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.VariableSpec `ebpf:"cfg_watch_exec"`
 	Running         *ebpf.VariableSpec `ebpf:"running"`
+	TlsWatch        *ebpf.VariableSpec `ebpf:"tls_watch"`
 }
 
 // socketObjects contains all objects after they have been loaded into the kernel.
@@ -188,6 +222,8 @@ type socketMaps struct {
 	Lossy      *ebpf.Map `ebpf:"lossy"`
 	LossyCount *ebpf.Map `ebpf:"lossy_count"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
+	SslCalls   *ebpf.Map `ebpf:"ssl_calls"`
+	SslSocks   *ebpf.Map `ebpf:"ssl_socks"`
 	Targets    *ebpf.Map `ebpf:"targets"`
 }
 
@@ -198,6 +234,8 @@ func (m *socketMaps) Close() error {
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
+		m.SslCalls,
+		m.SslSocks,
 		m.Targets,
 	)
 }
@@ -212,6 +250,7 @@ type socketVariables struct {
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.Variable `ebpf:"cfg_watch_exec"`
 	Running         *ebpf.Variable `ebpf:"running"`
+	TlsWatch        *ebpf.Variable `ebpf:"tls_watch"`
 }
 
 // socketPrograms contains all programs after they have been loaded into the kernel.

@@ -16,6 +16,9 @@ type Stats struct {
 	// TargetsFull counts processes the kernel could not select (at exec or
 	// fork) because its targets map was full.
 	TargetsFull uint64
+	// TLSUnpaired counts plaintext an OpenSSL probe read for an SSL object
+	// whose socket was never seen: it could not be reported.
+	TLSUnpaired uint64
 	// User side.
 	Records       uint64            // ring-buffer records read
 	BadRecords    uint64            // records that did not decode
@@ -46,6 +49,16 @@ type Stats struct {
 	AttachDelaySum time.Duration
 	AttachDelayMax time.Duration
 
+	// Ciphertext counts events of TLS connections that carried ciphertext,
+	// left out of parsing: the plaintext comes from the OpenSSL probes, or
+	// from the Go probes for crypto/tls.
+	Ciphertext uint64
+	// HTTP2Conns counts connections that spoke HTTP/2, which sonde does
+	// not turn into spans from the bytes yet.
+	HTTP2Conns uint64
+	// SSLLibraries counts the files whose OpenSSL functions are probed.
+	SSLLibraries int
+
 	// Go probes: spans they saw, how many of those merged with the socket
 	// view of the same exchange, and socket views exported alone because
 	// no Go view came for them.
@@ -75,6 +88,9 @@ func (t *Tracer) Stats() Stats {
 		GoSpans:        t.stats.goSpans.Load(),
 		GoMerged:       t.stats.goMerged.Load(),
 		GoSocketOnly:   t.stats.goSocketOnly.Load(),
+		Ciphertext:     t.stats.ciphertext.Load(),
+		HTTP2Conns:     t.stats.http2Conns.Load(),
+		SSLLibraries:   len(t.sslProbes.libraries()),
 	}
 	t.stats.mu.Lock()
 	s.ParseErrors = maps.Clone(t.stats.parseErrors)
@@ -89,6 +105,7 @@ func (t *Tracer) Stats() Stats {
 		s.Events, s.Lost = k[counterEvents], k[counterLost]
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
 		s.TargetsFull = k[counterTargetsFull]
+		s.TLSUnpaired = k[counterTLSUnpaired]
 	}
 	return s
 }
@@ -137,5 +154,10 @@ func (t *Tracer) reportKernelCounters() {
 		t.log.Warn("targets map full: new processes not selected; narrow the selection",
 			"missed", full-t.lastTargetsFull, "missed_total", full)
 		t.lastTargetsFull = full
+	}
+	if n := k[counterTLSUnpaired]; n > t.lastTLSUnpaired {
+		t.log.Warn("TLS plaintext of a connection sonde never saw a socket for: not reported",
+			"missed", n-t.lastTLSUnpaired, "missed_total", n)
+		t.lastTLSUnpaired = n
 	}
 }

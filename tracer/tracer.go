@@ -34,9 +34,12 @@ type Tracer struct {
 	// coll's own.
 	goColl   *ebpf.Collection
 	goProbes *goProbes
-	gostate  goState
-	links    []link.Link
-	reader   *ringbuf.Reader
+	// sslColl holds the OpenSSL uprobe programs, sharing coll's maps.
+	sslColl   *ebpf.Collection
+	sslProbes *sslProbes
+	gostate   goState
+	links     []link.Link
+	reader    *ringbuf.Reader
 
 	clock clock
 	ids   idSource
@@ -63,6 +66,7 @@ type Tracer struct {
 	lastLost uint64
 	// lastTargetsFull is the kernel's targets-full count at the last report.
 	lastTargetsFull uint64
+	lastTLSUnpaired uint64
 	// final holds the kernel counters read just before Close frees them.
 	final   *[counterMax]uint64
 	closeMu sync.Mutex
@@ -85,6 +89,7 @@ type counters struct {
 	records, badRecords, truncated, spans atomic.Uint64
 	pendingAtExit, unknownEvents          atomic.Uint64
 	resyncs, lostExchanges                atomic.Uint64
+	ciphertext, http2Conns                atomic.Uint64
 	attached, attachFailures              atomic.Uint64
 	goSpans, goMerged, goSocketOnly       atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
@@ -196,6 +201,11 @@ func (t *Tracer) load() error {
 			return err
 		}
 	}
+	if !t.opts.NoSSLProbes {
+		if err := t.loadSSL(vars); err != nil {
+			return err
+		}
+	}
 	t.reader, err = ringbuf.NewReader(t.coll.Maps["events"])
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
@@ -210,28 +220,63 @@ func (t *Tracer) loadGo(vars map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("read go bpf object: %w", err)
 	}
-	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes"} {
+	t.goColl, err = t.loadSharing("go", spec, vars, sharedMaps)
+	if err != nil {
+		return err
+	}
+	t.goProbes = newGoProbes(t.goColl, t.log, &t.stats.attachFailures)
+	return nil
+}
+
+// loadSSL loads the OpenSSL uprobe programs. Their probes are placed as
+// selected processes show which libraries they use.
+func (t *Tracer) loadSSL(vars map[string]any) error {
+	spec, err := loadOpenssl()
+	if err != nil {
+		return fmt.Errorf("read openssl bpf object: %w", err)
+	}
+	t.sslColl, err = t.loadSharing("openssl", spec, vars, append([]string{"ssl_calls", "ssl_socks"}, sharedMaps...))
+	if err != nil {
+		return err
+	}
+	enable := func() error {
+		if err := t.coll.Variables["tls_watch"].Set(uint32(1)); err != nil {
+			return fmt.Errorf("switch on the ssl call lookup: %w", err)
+		}
+		return nil
+	}
+	t.sslProbes = newSSLProbes(t.sslColl, t.log, &t.stats.attachFailures, enable)
+	return nil
+}
+
+// sharedMaps are the socket object's maps that every other object uses as
+// its own: one ring buffer, one target set, one set of counters.
+var sharedMaps = []string{"events", "targets", "counters", "scratch", "lossy", "lossy_count"}
+
+// loadSharing loads another object with the socket object's switches and
+// the named maps of its own replaced by the socket object's.
+func (t *Tracer) loadSharing(what string, spec *ebpf.CollectionSpec, vars map[string]any, maps []string) (*ebpf.Collection, error) {
+	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes", "cfg_capture_bytes"} {
 		if err := spec.Variables[name].Set(vars[name]); err != nil {
-			return fmt.Errorf("set %s: %w", name, err)
+			return nil, fmt.Errorf("set %s of %s object: %w", name, what, err)
 		}
 	}
 	shared := map[string]*ebpf.Map{}
-	for _, name := range []string{"events", "targets", "counters", "scratch", "lossy", "lossy_count"} {
+	for _, name := range maps {
 		m := t.coll.Maps[name]
 		// The loader sized some of them; the replacement must agree.
 		spec.Maps[name].MaxEntries = m.MaxEntries()
 		shared[name] = m
 	}
-	t.goColl, err = ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: shared})
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return fmt.Errorf("load go bpf programs: %+v", ve)
+			return nil, fmt.Errorf("load %s bpf programs: %+v", what, ve)
 		}
-		return fmt.Errorf("load go bpf programs: %w", err)
+		return nil, fmt.Errorf("load %s bpf programs: %w", what, err)
 	}
-	t.goProbes = newGoProbes(t.goColl, t.log, &t.stats.attachFailures)
-	return nil
+	return coll, nil
 }
 
 func boolByte(b bool) uint8 {
@@ -289,9 +334,12 @@ func (t *Tracer) setRunning(on bool) error {
 	if err := v.Set(val); err != nil {
 		return fmt.Errorf("switch probes on or off: %w", err)
 	}
-	if t.goColl != nil {
-		if err := t.goColl.Variables["running"].Set(val); err != nil {
-			return fmt.Errorf("switch go probes on or off: %w", err)
+	for what, coll := range map[string]*ebpf.Collection{"go": t.goColl, "openssl": t.sslColl} {
+		if coll == nil {
+			continue
+		}
+		if err := coll.Variables["running"].Set(val); err != nil {
+			return fmt.Errorf("switch %s probes on or off: %w", what, err)
 		}
 	}
 	return nil
@@ -373,6 +421,7 @@ func (t *Tracer) detach() {
 	}
 	t.links = nil
 	t.goProbes.close()
+	t.sslProbes.close()
 }
 
 // Close detaches every probe and frees the kernel objects. It is safe to
@@ -399,6 +448,10 @@ func (t *Tracer) Close() error {
 		t.goColl.Close()
 		t.goColl = nil
 	}
+	if t.sslColl != nil {
+		t.sslColl.Close()
+		t.sslColl = nil
+	}
 	return nil
 }
 
@@ -412,10 +465,22 @@ func (t *Tracer) tick() {
 	t.reportKernelCounters()
 	if time.Since(t.lastScan) >= rescanInterval {
 		t.rescan()
+		t.recheckLibraries()
 		t.lastScan = time.Now()
 	}
 	t.countProcesses()
 	t.expireHeld(time.Now(), false)
+}
+
+// recheckLibraries looks again, now and then, at the libraries traced
+// processes map: one may load a libssl of its own (a container's, or a
+// vendored one) long after it started.
+func (t *Tracer) recheckLibraries() {
+	for pid := range t.procs {
+		if t.selected == nil || t.selected[pid] {
+			t.sslProbes.add(t.opts.ProcRoot, pid)
+		}
+	}
 }
 
 // countProcesses publishes how many processes are traced, for Stats.

@@ -21,6 +21,8 @@ volatile const __u8 cfg_trace_all = 0;
 // the traced thread an irq_work and the reader a context switch per
 // request; userspace polls on a short timer instead.
 volatile const __u32 cfg_wakeup_bytes = 65536;
+// Bytes of payload captured per event, at most CAPTURE_MAX.
+volatile const __u32 cfg_capture_bytes = 4096;
 
 // Written by userspace while the programs run: 0 until every program is
 // attached and again before any is detached, so that tracing starts and
@@ -101,6 +103,26 @@ static __always_inline void remember_loss(__u64 sock)
 	__s64 *pending = bpf_map_lookup_elem(&lossy_count, &zero);
 	if (sock && pending && bpf_map_update_elem(&lossy, &sock, &one, BPF_NOEXIST) == 0)
 		__sync_fetch_and_add(pending, 1);
+}
+
+static __always_inline __u64 capture_limit(__u64 moved)
+{
+	__u64 n = moved;
+	if (n > cfg_capture_bytes)
+		n = cfg_capture_bytes;
+	if (n > CAPTURE_MAX)
+		n = CAPTURE_MAX;
+	return n;
+}
+
+// capture_buf copies the start of the moved bytes at user address ptr into
+// the event's payload; the event still reports every byte moved.
+static __always_inline void capture_buf(struct event_buf *b, __u64 ptr, __u64 moved)
+{
+	__u64 n = capture_limit(moved);
+	if (n && bpf_probe_read_user(b->data, n, (void *)ptr))
+		n = 0;
+	b->hdr.captured = n;
 }
 
 static __always_inline void submit_flags(struct event_buf *b, bool wake);

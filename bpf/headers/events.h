@@ -38,6 +38,9 @@ enum event_kind {
 // The socket lost at least one event (ring buffer full) before this one:
 // userspace must not parse this event as the continuation of the last.
 #define EVENT_F_AFTER_LOSS 1
+// The payload is plaintext an OpenSSL probe read from the SSL call's buffer
+// (bpf/openssl.c), not the bytes on the wire.
+#define EVENT_F_TLS 2
 
 enum direction {
 	DIR_NONE = 0,
@@ -61,6 +64,8 @@ enum syscall_id {
 	SYS_ACCEPT,
 	SYS_CONNECT,
 	SYS_CLOSE,
+	SYS_SSL_READ,  // plaintext SSL_read returned
+	SYS_SSL_WRITE, // plaintext SSL_write sent
 };
 
 struct event {
@@ -91,6 +96,7 @@ enum counter {
 	COUNTER_IOV_CAPPED,     // capture stopped at IOV_MAX_READ iovecs
 	COUNTER_MMSG_CAPPED,    // more than MMSG_MAX messages in one call
 	COUNTER_TARGETS_FULL,   // a process could not be selected: targets map full
+	COUNTER_TLS_UNPAIRED,   // plaintext of an SSL object whose socket is unknown: not reported
 	COUNTER_MAX,
 };
 
@@ -175,4 +181,21 @@ struct go_offsets {
 	__u16 resp_status_code;   // net/http.Response.StatusCode
 	__u16 resp_request;       // net/http.Response.Request
 	__u16 mhf_fields;         // net/http.http2MetaHeadersFrame.Fields
+};
+
+// ---- OpenSSL uprobes (bpf/openssl.c) -----------------------------------------
+
+// A probe's attach cookie: what the probed function does (low byte) and
+// where it returns the byte count (second byte). Mirrors offsets.SSLOp and
+// offsets.SSLCount.
+enum ssl_op {
+	SSL_OP_READ = 1,
+	SSL_OP_WRITE = 2,
+	SSL_OP_HANDSHAKE = 3,
+};
+
+enum ssl_count {
+	SSL_COUNT_RETURN = 1,  // the return value is the byte count
+	SSL_COUNT_POINTER = 2, // returns > 0, the count is stored through the 4th argument
+	SSL_COUNT_NONE = 3,
 };

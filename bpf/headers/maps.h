@@ -64,3 +64,50 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+
+// An SSL call in progress on a thread (pid_tgid), from its entry probe to
+// its return probe (bpf/openssl.c). The socket syscalls nested in it fill
+// in sock and fd (bpf/socket.c). The socket object owns these maps because
+// its data path reads them.
+struct ssl_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 count_ptr; // SSL_COUNT_POINTER: where the count is stored
+	__u64 sp;        // stack pointer at entry: tells a nested call from a stale entry
+	__u64 sock;      // 0 until a nested syscall on a TCP socket is seen
+	__s32 fd;
+	__u8 op;         // enum ssl_op
+	__u8 count;      // enum ssl_count
+	__u8 depth;      // probed calls nested in this one, on the same SSL
+	__u8 _pad;
+};
+
+// Bounded by LRU eviction: a thread killed inside an SSL call never runs
+// its return probe.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct ssl_call);
+} ssl_calls SEC(".maps");
+
+// The socket an SSL object moved bytes on, for reads OpenSSL serves from
+// its own buffer without a syscall. SSL pointers are per process.
+struct ssl_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 ssl;
+};
+
+struct ssl_sock {
+	__u64 sock;
+	__s32 fd;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ssl_key);
+	__type(value, struct ssl_sock);
+} ssl_socks SEC(".maps");

@@ -89,6 +89,8 @@ func snapshot(t *tracer.Tracer, exp *export.Exporter) func() metrics.Snapshot {
 			Processes:          s.Processes,
 			AttachFailures:     s.AttachFailures,
 			TargetsFull:        s.TargetsFull,
+			TLSUnpaired:        s.TLSUnpaired,
+			SSLLibraries:       s.SSLLibraries,
 			Connections:        s.Conns,
 			ConnectionsEvicted: s.ConnsEvicted,
 			ExchangesLost:      s.LostExchanges,

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/sondehq/sonde/offsets"
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
 )
@@ -197,7 +198,7 @@ func describe(o psOptions, sel *discover.Selector, in *discover.Inspector, pid i
 	}
 	row.Traced, row.Reason = sel.Decide(p)
 	if row.Traced {
-		row.Capture = captureOf(row, goCoverage(o.procRoot, pid, row))
+		row.Capture = captureOf(row, goCoverage(o.procRoot, pid, row), sslCoverage(o.procRoot, pid, row))
 	}
 	return row
 }
@@ -217,9 +218,54 @@ type goPlan struct {
 	err    error
 }
 
+// sslCoverage asks where the OpenSSL probes would go in the libssl a
+// process maps, or in its executable when OpenSSL is linked in; nil for a
+// process without either.
+func sslCoverage(procRoot string, pid int, r psRow) *sslPlan {
+	dir := filepath.Join(procRoot, strconv.Itoa(pid))
+	var file string
+	switch r.TLS {
+	case discover.TLSLibssl:
+		file = filepath.Join(dir, "root", r.TLSPath)
+	case discover.TLSStatic:
+		file = filepath.Join(dir, "exe")
+	default:
+		return nil
+	}
+	sites, err := offsets.SSLSites(file)
+	return &sslPlan{sites: sites, err: err}
+}
+
+type sslPlan struct {
+	sites []offsets.SSLSite
+	err   error
+}
+
+// String names what the probes read, and warns of any that the kernel
+// must single-step.
+func (p *sslPlan) String() string {
+	if p.err != nil {
+		return "tls: not read (" + p.err.Error() + ")"
+	}
+	var ops, single []string
+	for _, s := range p.sites {
+		if s.Op != offsets.SSLHandshake && !slices.Contains(ops, s.Op.String()) {
+			ops = append(ops, s.Op.String())
+		}
+		if !s.Emulated {
+			single = append(single, s.Func)
+		}
+	}
+	out := "tls: openssl probes (" + strings.Join(ops, ", ") + ")"
+	if len(single) > 0 {
+		out += ", single-stepped: " + strings.Join(single, ", ")
+	}
+	return out
+}
+
 // captureOf says what tracing gives the process today, so that a TLS
 // service is not taken to be fully covered.
-func captureOf(r psRow, g *goPlan) string {
+func captureOf(r psRow, g *goPlan, ssl *sslPlan) string {
 	c := "sockets"
 	if g != nil {
 		if g.err != nil {
@@ -228,13 +274,8 @@ func captureOf(r psRow, g *goPlan) string {
 		// crypto/tls is covered: the probes see requests above it.
 		return c + "; go probes: " + strings.Join(g.groups, ", ")
 	}
-	switch r.TLS {
-	case discover.TLSLibssl:
-		c += "; tls: not yet traced (libssl found)"
-	case discover.TLSStatic:
-		c += "; tls: not yet traced (static OpenSSL found)"
-	case discover.TLSGo:
-		c += "; tls: not yet traced (Go crypto/tls found)"
+	if ssl != nil {
+		c += "; " + ssl.String()
 	}
 	return c
 }

@@ -95,6 +95,8 @@ func TestListProcesses(t *testing.T) {
 		"fd/3":    "->socket:[500]",
 		"net/tcp": "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n" +
 			"   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 500 1\n",
+		// The mapped libssl is read through the process's root: the host's.
+		"root": "->/",
 	})
 	// A process whose files are all unreadable: only its stat is there.
 	writeProc(t, root, 200, map[string]string{"stat": "200 (secret) S 1 200 200 0 -1 4194560 0 0"})
@@ -121,7 +123,7 @@ func TestListProcesses(t *testing.T) {
 	p := byPID[100]
 	if p.Service != "shop" || p.Language != "python" || p.TLS != "libssl" || p.TLSVersion != "3" || !p.Traced ||
 		p.Reason != "not among --pid 999; selected by rule port=8000" && p.Reason != "selected by rule port=8000" ||
-		p.Capture != "sockets; tls: not yet traced (libssl found)" || len(p.Notes) != 0 {
+		p.Capture != "sockets; tls: openssl probes (read, write)" || len(p.Notes) != 0 {
 		t.Errorf("python row: %+v", p)
 	}
 	s := byPID[200]

@@ -40,6 +40,8 @@ type Snapshot struct {
 	Processes          int               // processes traced now
 	AttachFailures     uint64            // probes that could not be attached
 	TargetsFull        uint64            // processes the kernel could not select: its map was full
+	TLSUnpaired        uint64            // TLS plaintext whose socket was unknown, not reported
+	SSLLibraries       int               // files whose OpenSSL functions are probed
 	Connections        int               // connections tracked now
 	ConnectionsEvicted uint64            // dropped to respect the connection limit
 	ExchangesLost      uint64            // given up because their events were lost
@@ -133,6 +135,10 @@ func NewCollector(snapshot func() Snapshot, opts *Options) *Collector {
 		func(s *Snapshot) uint64 { return s.AttachFailures })
 	counter("targets_full_total", "Processes the kernel could not select, at exec or fork, because its targets map was full.",
 		func(s *Snapshot) uint64 { return s.TargetsFull })
+	counter("tls_unpaired_total", "TLS plaintext of an SSL object whose socket sonde never saw, not reported.",
+		func(s *Snapshot) uint64 { return s.TLSUnpaired })
+	gauge("ssl_libraries_probed", "Files (libssl, or executables with OpenSSL linked in) whose SSL_read and SSL_write are probed.",
+		func(s *Snapshot) float64 { return float64(s.SSLLibraries) })
 	gauge("connections_tracked", "TCP connections tracked now.",
 		func(s *Snapshot) float64 { return float64(s.Connections) })
 	counter("connections_evicted_total", "Connections dropped, least recently used first, to respect --max-conns.",

@@ -27,6 +27,8 @@ func known() Snapshot {
 		Processes:          4,
 		AttachFailures:     1,
 		TargetsFull:        2,
+		TLSUnpaired:        11,
+		SSLLibraries:       2,
 		Connections:        17,
 		ConnectionsEvicted: 8,
 		ExchangesLost:      9,
@@ -102,9 +104,15 @@ sonde_spans_exported_total 90
 # HELP sonde_spans_total Spans built from HTTP exchanges and handed to the exporter.
 # TYPE sonde_spans_total counter
 sonde_spans_total 100
+# HELP sonde_ssl_libraries_probed Files (libssl, or executables with OpenSSL linked in) whose SSL_read and SSL_write are probed.
+# TYPE sonde_ssl_libraries_probed gauge
+sonde_ssl_libraries_probed 2
 # HELP sonde_targets_full_total Processes the kernel could not select, at exec or fork, because its targets map was full.
 # TYPE sonde_targets_full_total counter
 sonde_targets_full_total 2
+# HELP sonde_tls_unpaired_total TLS plaintext of an SSL object whose socket sonde never saw, not reported.
+# TYPE sonde_tls_unpaired_total counter
+sonde_tls_unpaired_total 11
 `
 	// No metric names: every metric the collector emits must be listed.
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
@@ -138,8 +146,8 @@ sonde_attach_delay_seconds_count 0
 		"sonde_ring_buffer_fill_ratio", "sonde_parse_errors_total", "sonde_attach_delay_seconds"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 20 {
-		t.Errorf("collected %d metrics, want 20: 17 plain, 1 parse error reason, the summary and build_info", n)
+	if n := testutil.CollectAndCount(c); n != 22 {
+		t.Errorf("collected %d metrics, want 22: 19 plain, 1 parse error reason, the summary and build_info", n)
 	}
 }
 

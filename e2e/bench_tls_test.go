@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sondehq/sonde/internal/otlptest"
+	"github.com/sondehq/sonde/internal/testutil"
+)
+
+// BenchmarkNginxTLS measures what reading TLS costs nginx: a hello
+// location served over HTTPS to wrk (1 thread, 10 keep-alive connections),
+// untraced and traced rounds alternating in one run. Traced, every request
+// passes sonde's OpenSSL probes (SSL_read and SSL_write, each an entry
+// probe on an emulated PUSH plus a return probe) and its socket
+// tracepoints, and becomes a span exported over OTLP/gRPC.
+//
+// Reported: the throughput ratio traced/untraced; nginx's CPU per request
+// (master and worker) and what tracing adds to it; sonde's CPU per request
+// and peak RSS; and the kernel's run-time accounting of the OpenSSL
+// programs per request, in a round of its own (bpf_stats costs every run).
+func BenchmarkNginxTLS(b *testing.B) {
+	wrk := testutil.RequireTool(b, "wrk")
+	testutil.RequireRoot(b)
+	testutil.RequireBPF(b)
+	const rounds = 3
+	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
+	cert, key := tlsCert(b)
+	port := freePort(b)
+	addr := "127.0.0.1:" + port
+	nginx := startNginx(b, addr, fmt.Sprintf(`
+  server {
+    listen %s ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    access_log off;
+    keepalive_requests 1000000;
+    location / { return 200 "hello\n"; }
+  }`, addr, cert, key))
+	pids := append([]int{nginx.pid()}, childPIDs(nginx.pid())...)
+	var base, traced runStats
+	var sondeCPU, sslRun time.Duration
+	var sslRequests int64
+	var sondeRSS int64
+	for range b.N {
+		for range rounds {
+			base.add(nginxRound(b, wrk, addr, pids, duration, nil))
+			var t tracedStats
+			traced.add(nginxRound(b, wrk, addr, pids, duration, &t))
+			sondeCPU += t.cpu
+			sondeRSS = max(sondeRSS, t.rss)
+
+			t = tracedStats{bpfStats: true}
+			r := nginxRound(b, wrk, addr, pids, duration, &t)
+			sslRun += t.bpf
+			sslRequests += r.requests
+			sondeRSS = max(sondeRSS, t.rss)
+		}
+	}
+	b.ReportMetric(traced.rate()/base.rate(), "throughput_ratio")
+	b.ReportMetric(base.rate(), "untraced_req/s")
+	b.ReportMetric(traced.rate(), "traced_req/s")
+	b.ReportMetric(base.cpuPerReq(), "nginx_µs/req_untraced")
+	b.ReportMetric(traced.cpuPerReq()-base.cpuPerReq(), "nginx_µs_added/req")
+	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/req")
+	b.ReportMetric(perReq(sslRun, sslRequests), "openssl_bpf_µs/req")
+	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
+	b.ReportMetric(0, "ns/op")
+}
+
+// nginxRound loads nginx for d, traced when traced is set, and returns the
+// requests served and nginx's CPU (every process in pids) meanwhile.
+func nginxRound(b *testing.B, wrk, addr string, pids []int, d time.Duration, traced *tracedStats) runStats {
+	b.Helper()
+	var s *sondeRun
+	if traced != nil {
+		rcv := otlptest.Start(b)
+		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
+			"--pid", strconv.Itoa(pids[0]), "--output", "otlp")
+	}
+	cpu0 := cpuOf(b, pids)
+	var sonde0, run0 time.Duration
+	if traced != nil {
+		sonde0 = cpuOf(b, []int{s.pid()})
+		if traced.bpfStats {
+			defer enableBPFStats(b).Close()
+			run0 = programRunTime(b, "ssl_")
+		}
+	}
+	out := run(b, wrk, "-t1", "-c10", fmt.Sprintf("-d%ds", int(d.Seconds())), "https://"+addr+"/")
+	m := wrkRequests.FindStringSubmatch(out)
+	if m == nil || strings.Contains(out, "Non-2xx") || strings.Contains(out, "Socket errors") {
+		b.Fatalf("wrk:\n%s", out)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	elapsed, _ := time.ParseDuration(m[2] + m[3])
+	if traced != nil && traced.bpfStats {
+		traced.bpf = programRunTime(b, "ssl_") - run0
+	}
+	cpu1 := cpuOf(b, pids)
+	if traced != nil {
+		time.Sleep(500 * time.Millisecond) // sonde finishes the round's backlog
+		traced.cpu = cpuOf(b, []int{s.pid()}) - sonde0
+		var err error
+		if traced.rss, err = peakRSS(s.pid()); err != nil {
+			b.Fatal(err)
+		}
+		r := s.stop(b)
+		// Every request must have become an https span, or the figures
+		// flatter us.
+		if got := int64(r.stat("spans")); got < n {
+			b.Fatalf("%d requests but %d spans (lost %v, tls_unpaired %v)", n, got, r.stats["lost"], r.stats["tls_unpaired"])
+		}
+		if r.stat("parse_errors_total") != 0 {
+			b.Fatalf("parse errors on TLS connections: %v", r.stats["parse_errors"])
+		}
+	}
+	return runStats{requests: n, elapsed: elapsed, cpu: cpu1 - cpu0}
+}
+
+func cpuOf(b *testing.B, pids []int) time.Duration {
+	b.Helper()
+	var total time.Duration
+	for _, pid := range pids {
+		c, err := procCPU(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += c
+	}
+	return total
+}
