@@ -110,6 +110,7 @@ func (r runStats) cpuPerReq() float64 { return perReq(r.cpu, r.requests) }
 
 type tracedStats struct {
 	bpfStats bool          // measure BPF run time (kernel.bpf_stats_enabled)
+	noTLS    bool          // run sonde with --tls=false
 	cpu      time.Duration // sonde's CPU
 	rss      int64         // sonde's peak RSS
 	bpf      time.Duration // run time of sonde's programs, all processes' hits

@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,9 +21,12 @@ import (
 // tracepoints, and becomes a span exported over OTLP/gRPC.
 //
 // Reported: the throughput ratio traced/untraced; nginx's CPU per request
-// (master and worker) and what tracing adds to it; sonde's CPU per request
-// and peak RSS; and the kernel's run-time accounting of the OpenSSL
-// programs per request, in a round of its own (bpf_stats costs every run).
+// (master and worker) and what tracing adds to it, also with --tls=false
+// (sockets only: the ciphertext is seen and recognised, no span is made),
+// which splits the cost between the socket path and the OpenSSL probes;
+// sonde's CPU per request and peak RSS; and the kernel's run-time
+// accounting of the OpenSSL programs per request, in a round of its own
+// (bpf_stats costs every run).
 func BenchmarkNginxTLS(b *testing.B) {
 	wrk := testutil.RequireTool(b, "wrk")
 	testutil.RequireRoot(b)
@@ -41,13 +46,14 @@ func BenchmarkNginxTLS(b *testing.B) {
     location / { return 200 "hello\n"; }
   }`, addr, cert, key))
 	pids := append([]int{nginx.pid()}, childPIDs(nginx.pid())...)
-	var base, traced runStats
+	var base, traced, socketsOnly runStats
 	var sondeCPU, sslRun time.Duration
 	var sslRequests int64
 	var sondeRSS int64
 	for range b.N {
 		for range rounds {
 			base.add(nginxRound(b, wrk, addr, pids, duration, nil))
+			socketsOnly.add(nginxRound(b, wrk, addr, pids, duration, &tracedStats{noTLS: true}))
 			var t tracedStats
 			traced.add(nginxRound(b, wrk, addr, pids, duration, &t))
 			sondeCPU += t.cpu
@@ -65,6 +71,7 @@ func BenchmarkNginxTLS(b *testing.B) {
 	b.ReportMetric(traced.rate(), "traced_req/s")
 	b.ReportMetric(base.cpuPerReq(), "nginx_µs/req_untraced")
 	b.ReportMetric(traced.cpuPerReq()-base.cpuPerReq(), "nginx_µs_added/req")
+	b.ReportMetric(socketsOnly.cpuPerReq()-base.cpuPerReq(), "nginx_µs_added/req_tls_off")
 	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/req")
 	b.ReportMetric(perReq(sslRun, sslRequests), "openssl_bpf_µs/req")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
@@ -79,7 +86,7 @@ func nginxRound(b *testing.B, wrk, addr string, pids []int, d time.Duration, tra
 	if traced != nil {
 		rcv := otlptest.Start(b)
 		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
-			"--pid", strconv.Itoa(pids[0]), "--output", "otlp")
+			"--pid", strconv.Itoa(pids[0]), "--output", "otlp", fmt.Sprintf("--tls=%v", !traced.noTLS))
 	}
 	cpu0 := cpuOf(b, pids)
 	var sonde0, run0 time.Duration
@@ -111,7 +118,7 @@ func nginxRound(b *testing.B, wrk, addr string, pids []int, d time.Duration, tra
 		r := s.stop(b)
 		// Every request must have become an https span, or the figures
 		// flatter us.
-		if got := int64(r.stat("spans")); got < n {
+		if got := int64(r.stat("spans")); got < n && !traced.noTLS {
 			b.Fatalf("%d requests but %d spans (lost %v, tls_unpaired %v)", n, got, r.stats["lost"], r.stats["tls_unpaired"])
 		}
 		if r.stat("parse_errors_total") != 0 {
@@ -132,4 +139,49 @@ func cpuOf(b *testing.B, pids []int) time.Duration {
 		total += c
 	}
 	return total
+}
+
+// BenchmarkSSLProbeCall measures what sonde's OpenSSL probes cost one call
+// of a probed function in the host's libssl: an entry probe on an emulated
+// PUSH and a return probe. Rounds of a tight loop of calls alternate
+// untraced, traced while the process is not selected (the probes are on
+// the file, so every process that uses it pays the breakpoint and the
+// return trampoline, and the programs return at once) and traced while it
+// is selected.
+func BenchmarkSSLProbeCall(b *testing.B) {
+	gcc := testutil.RequireTool(b, "gcc")
+	testutil.RequireRoot(b)
+	testutil.RequireBPF(b)
+	loop := filepath.Join(b.TempDir(), "sslloop")
+	if out, err := exec.Command(gcc, "-O2", "-o", loop, "testdata/sslloop/sslloop.c", "-lssl", "-lcrypto").CombinedOutput(); err != nil {
+		b.Fatalf("build sslloop: %v\n%s", err, out)
+	}
+	const rounds, calls = 5, 200000
+	var untraced, unselected, selected float64
+	for range b.N {
+		for range rounds {
+			untraced += sslLoop(b, loop, calls)
+			s := startSonde(b, nil, "--exe", "/nonexistent/*")
+			unselected += sslLoop(b, loop, calls)
+			s.stop(b)
+			s = startSonde(b, nil, "--exe", loop)
+			selected += sslLoop(b, loop, calls)
+			s.stop(b)
+		}
+	}
+	n := float64(b.N * rounds)
+	b.ReportMetric(untraced/n, "ns/call_untraced")
+	b.ReportMetric((unselected-untraced)/n, "ns/call_added_unselected")
+	b.ReportMetric((selected-untraced)/n, "ns/call_added_selected")
+	b.ReportMetric(0, "ns/op")
+}
+
+func sslLoop(b *testing.B, loop string, calls int) float64 {
+	b.Helper()
+	out := run(b, loop, strconv.Itoa(calls))
+	var ns float64
+	if _, err := fmt.Sscanf(out, "%f ns/call", &ns); err != nil {
+		b.Fatalf("sslloop said %q", out)
+	}
+	return ns
 }

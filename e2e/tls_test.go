@@ -573,3 +573,46 @@ func TestTLSBufferedReads(t *testing.T) {
 	wantTLSClean(t, r)
 	wantLibsslProbed(t, r)
 }
+
+// With --tls=false no library is probed: HTTPS stays ciphertext, which is
+// recognised and counted, never parsed as garbage, while plain HTTP on the
+// same host is traced as before.
+func TestTLSOff(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	cert, key := tlsCert(t)
+	const n = 5
+
+	s := startSonde(t, nil, "--exe", "nginx", "--exe", "curl", "--tls=false")
+	tlsPort, plainPort := freePort(t), freePort(t)
+	startNginx(t, "127.0.0.1:"+tlsPort, fmt.Sprintf(`  server {
+    listen 127.0.0.1:%s ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    location / { return 200 "ok\n"; }
+  }
+  server {
+    listen 127.0.0.1:%s;
+    location / { return 200 "ok\n"; }
+  }`, tlsPort, cert, key, plainPort))
+	waitPort(t, "127.0.0.1:"+plainPort)
+	for i := range n {
+		run(t, curl, "-sk", "--http1.1", fmt.Sprintf("https://127.0.0.1:%s/secret/%d", tlsPort, i))
+		run(t, curl, "-s", fmt.Sprintf("http://127.0.0.1:%s/plain/%d", plainPort, i))
+	}
+	r := s.stop(t)
+	if files := sslAttached(r); len(files) != 0 || r.stat("ssl_libraries") != 0 {
+		t.Errorf("--tls=false probed %v (ssl_libraries %v)", files, r.stats["ssl_libraries"])
+	}
+	for _, sp := range r.spans {
+		if sp.attr("url.scheme") != "http" || strings.Contains(sp.attr("url.path")+sp.attr("url.full"), "/secret/") {
+			t.Errorf("a span of TLS traffic with --tls=false: %s", sp)
+		}
+	}
+	if got := len(r.spans); got != 2*n {
+		t.Errorf("want %d plain HTTP spans (curl and nginx), got %d\n%s", 2*n, got, tlsSummary(r))
+	}
+	if r.stat("ciphertext_events") == 0 {
+		t.Errorf("no ciphertext recognised on %d TLS connections", n)
+	}
+	wantNoParseErrors(t, r)
+}

@@ -37,6 +37,7 @@ type fileConfig struct {
 	FlushTimeout *duration       `yaml:"flush_timeout"`
 	MetricsAddr  *string         `yaml:"metrics_addr"`
 	CPUProfile   *string         `yaml:"cpu_profile"`
+	TLS          *bool           `yaml:"tls"`
 	OTLP         otlpConfig      `yaml:"otlp"`
 }
 
@@ -302,6 +303,7 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 		c.metricsAddr = listenAddr{addr: *fc.MetricsAddr, explicit: true}
 	}
 	setIf(&c.cpuProfile, fc.CPUProfile, !flagSet["cpu-profile"])
+	setIf(&c.tls, fc.TLS, !flagSet["tls"])
 }
 
 func setIf[T any](dst *T, src *T, ok bool) {

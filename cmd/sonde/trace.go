@@ -32,6 +32,7 @@ type traceConfig struct {
 	captureBytes int
 	ringBuffer   byteSize
 	maxConns     int
+	tls          bool
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
@@ -58,6 +59,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
 	c.metricsAddr = listenAddr{addr: defaultMetricsAddr}
 	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
+	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
 }
 
@@ -285,6 +287,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		CaptureBytes:    cfg.captureBytes,
 		RingBufferBytes: int(cfg.ringBuffer),
 		MaxConns:        cfg.maxConns,
+		NoSSLProbes:     !cfg.tls,
 		Sink:            exp,
 		Logger:          log,
 	})
