@@ -132,6 +132,9 @@ func TestDemoShowsTraces(t *testing.T) {
 	for _, want := range []string{
 		"SERVER GET  200", "[inventory pid ", "[catalog pid ", "[frontend pid ",
 		"CLIENT GET  200", "[loadgen pid ", "/checkout", "/stock", "/index.html",
+		// The catalog serves HTTPS: the frontend's call, and the catalog's
+		// span read through OpenSSL.
+		"https://127.0.0.1:",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, tail(text, 30))

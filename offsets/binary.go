@@ -1,5 +1,7 @@
-// Package offsets inspects Go executables so that sonde can attach uprobes to
-// net/http and friends without relying on DWARF being present.
+// Package offsets inspects the binaries sonde attaches uprobes to: Go
+// executables, so that it can probe net/http and friends without relying
+// on DWARF being present, and OpenSSL-compatible libraries and executables
+// (SSLSites), so that it can read TLS plaintext.
 //
 // A Binary answers four questions about an x86-64 Go ELF file: which
 // toolchain and module versions built it, where a function lives (address,

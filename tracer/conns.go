@@ -55,6 +55,9 @@ type conn struct {
 	// the wire are ciphertext, and only the OpenSSL probes' plaintext is
 	// parsed.
 	tls bool
+	// tlsFrom is the direction (dirEgress, dirIngress) that sent record-like
+	// bytes first, while the connection is not known to be TLS yet.
+	tlsFrom uint8
 	// plaintext is set once an OpenSSL probe reported the connection's
 	// plaintext.
 	plaintext bool

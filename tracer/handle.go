@@ -88,12 +88,7 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	} else if e.Flags&flagAfterLoss != 0 {
 		t.restartAfterLoss(c)
 	}
-	if !plaintext && (c.tls || (!c.fed && looksLikeTLSRecord(data))) {
-		// Ciphertext: the TLS handshake, or records of a library sonde
-		// does not probe (Go's crypto/tls, whose requests the Go probes
-		// see). Not garbage, and not for the HTTP parser.
-		c.tls = true
-		t.stats.ciphertext.Add(1)
+	if !plaintext && t.ciphertext(c, e.Dir, data) {
 		return
 	}
 	if plaintext && !c.plaintext {
@@ -136,6 +131,42 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	}
 	t.emit(c, xs)
 }
+
+// ciphertext reports whether bytes seen on the socket are TLS records, to
+// be left out of parsing: the handshake, or the records of a library sonde
+// does not probe (Go's crypto/tls, whose requests the Go probes see). They
+// are not garbage either. A connection is TLS once both of its sides were
+// seen sending records, or once an OpenSSL probe reported its plaintext;
+// until then, record-like bytes from one side are only held back, and an
+// answer in clear from the other side (a plain HTTP server answering a TLS
+// client with 400) makes them what they were: not HTTP.
+func (t *Tracer) ciphertext(c *conn, dir uint8, data []byte) bool {
+	if c.tls {
+		t.stats.ciphertext.Add(1)
+		return true
+	}
+	if c.fed {
+		return false
+	}
+	switch {
+	case looksLikeTLSRecord(data):
+		if c.tlsFrom != 0 && c.tlsFrom != dir {
+			c.tls = true
+		}
+		c.tlsFrom = dir
+		t.stats.ciphertext.Add(1)
+		return true
+	case c.tlsFrom != 0:
+		c.fed = true
+		t.parseError(c, errTLSAnsweredInClear)
+		return true
+	}
+	return false
+}
+
+// errTLSAnsweredInClear: record-like bytes from one side, an answer in
+// clear from the other. Nothing on the connection is parsed.
+var errTLSAnsweredInClear = errors.New("TLS records answered in clear")
 
 // http2Preface starts every HTTP/2 connection, sent by the client (RFC 9113
 // section 3.4); a capture holds at least its first 64 bytes.

@@ -134,8 +134,29 @@ func TestRoleOfClientHello(t *testing.T) {
 	s := sock{tgid: 400, fd: 3, id: 0xe1, local: "127.0.0.1:9443", remote: "127.0.0.1:40002", comm: "app"}
 	s.data(t, tr, dirIngress, 500, clientHello, 0)
 	c := tr.conns.get(connKey{400, 3})
-	if c == nil || c.role != roleServer || !c.tls {
-		t.Fatalf("connection %+v, want a TLS server connection", c)
+	if c == nil || c.role != roleServer || c.tlsFrom != dirIngress || c.fed {
+		t.Fatalf("connection %+v, want a server connection whose ClientHello is held back", c)
+	}
+	s.data(t, tr, dirEgress, 600, serverHello, 0)
+	if !c.tls {
+		t.Fatalf("connection %+v, want TLS once both sides sent records", c)
+	}
+}
+
+// A TLS client at a plain HTTP port: the server answers 400 in clear, and
+// the connection counts as one that was not HTTP.
+func TestHandleTLSAnsweredInClear(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.exe(600, "/srv/plain")
+	tr, sink := handTracer(t, fp, 16)
+	s := sock{tgid: 600, fd: 8, id: 0xf2, local: "127.0.0.1:8080", remote: "127.0.0.1:40004", comm: "plain"}
+	s.open(t, tr, eventAccept)
+	s.data(t, tr, dirIngress, 500, clientHello, 0)
+	s.data(t, tr, dirEgress, 600, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 0)
+	s.close(t, tr)
+	st := tr.Stats()
+	if len(sink.spans) != 0 || st.ParseErrors["not_http"] != 1 || st.Ciphertext != 1 {
+		t.Errorf("%d spans, parse errors %v, ciphertext %d; want none, one not_http and 1", len(sink.spans), st.ParseErrors, st.Ciphertext)
 	}
 }
 

@@ -2,15 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -18,7 +27,8 @@ import (
 
 // The demo runs sample services as child processes of the sonde binary
 // itself (a hidden subcommand), so it needs nothing but sonde; python3's
-// http.server joins when python3 is installed.
+// http.server joins when python3 is installed, serving HTTPS through its
+// ssl module (OpenSSL), with a certificate the demo makes.
 const demoServiceCmdName = "demo-service"
 
 func demoCmd(args []string) int {
@@ -83,6 +93,71 @@ type demo struct {
 	names    []string
 	frontend string
 	backends []string
+	dirs     []string     // removed at the end
+	client   *http.Client // trusts the demo's certificate
+}
+
+// catalogServer is python3's http.server behind its ssl module: an HTTPS
+// service whose TLS sonde reads through OpenSSL. argv: DIR PORT CERT KEY.
+const catalogServer = `import functools, http.server, ssl, sys
+d, port, cert, key = sys.argv[1:5]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)
+handler.log_message = lambda *a: None
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), handler)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
+`
+
+// writeDemoCert makes a self-signed certificate for 127.0.0.1 in dir.
+func writeDemoCert(dir string) (certFile, keyFile string, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "sonde demo"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return "", "", err
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return "", "", err
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// demoClient is an HTTP client that trusts the certificate in caFile.
+func demoClient(caFile string) (*http.Client, error) {
+	pemBytes, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("no certificate in %s", caFile)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	return &http.Client{Timeout: 5 * time.Second, Transport: tr}, nil
 }
 
 func (d *demo) pids() pidList {
@@ -119,6 +194,7 @@ func (d *demo) startServices() error {
 		return err
 	}
 	d.backends = append(d.backends, "http://"+inventory+"/stock")
+	var env []string
 	if py, err := exec.LookPath("python3"); err == nil {
 		catalog, err := freeAddr()
 		if err != nil {
@@ -129,23 +205,36 @@ func (d *demo) startServices() error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(dir+"/index.html", []byte("<h1>catalog</h1>\n"), 0o644); err != nil {
+		d.dirs = append(d.dirs, dir)
+		if err := os.WriteFile(filepath.Join(dir, "index.html"), []byte("<h1>catalog</h1>\n"), 0o644); err != nil {
 			return err
 		}
-		if err := d.spawn("catalog", []string{py, "-m", "http.server", "--bind", "127.0.0.1", "--directory", dir, port}); err != nil {
+		cert, key, err := writeDemoCert(dir)
+		if err != nil {
 			return err
 		}
-		d.backends = append(d.backends, "http://"+catalog+"/index.html")
+		if err := d.spawn("catalog", []string{py, "-c", catalogServer, dir, port, cert, key}); err != nil {
+			return err
+		}
+		d.backends = append(d.backends, "https://"+catalog+"/index.html")
+		env = append(env, "DEMO_CA="+cert)
+		if d.client, err = demoClient(cert); err != nil {
+			return err
+		}
 	}
 	d.frontend, err = freeAddr()
 	if err != nil {
 		return err
 	}
-	if err := d.spawn("frontend", []string{self, demoServiceCmdName, "frontend", d.frontend}, "DEMO_BACKENDS="+strings.Join(d.backends, ",")); err != nil {
+	env = append(env, "DEMO_BACKENDS="+strings.Join(d.backends, ","))
+	if err := d.spawn("frontend", []string{self, demoServiceCmdName, "frontend", d.frontend}, env...); err != nil {
 		return err
 	}
+	if d.client == nil {
+		d.client = http.DefaultClient
+	}
 	for _, b := range append([]string{"http://" + d.frontend + "/healthz"}, d.backends...) {
-		if err := waitHTTP(b, 10*time.Second); err != nil {
+		if err := waitHTTP(d.client, b, 10*time.Second); err != nil {
 			return err
 		}
 	}
@@ -161,6 +250,11 @@ func (d *demo) startLoad() error {
 }
 
 func (d *demo) stop() {
+	defer func() {
+		for _, dir := range d.dirs {
+			os.RemoveAll(dir)
+		}
+	}()
 	for _, c := range d.procs {
 		_ = c.Process.Signal(syscall.SIGTERM)
 	}
@@ -184,10 +278,10 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func waitHTTP(url string, timeout time.Duration) error {
+func waitHTTP(client *http.Client, url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		resp, err := http.Get(url)
+		resp, err := client.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			return nil

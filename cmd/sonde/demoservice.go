@@ -66,6 +66,15 @@ func inventoryHandler() http.Handler {
 
 func frontendHandler(backends []string) http.Handler {
 	client := &http.Client{Timeout: 5 * time.Second}
+	if ca := os.Getenv("DEMO_CA"); ca != "" {
+		// The catalog serves HTTPS with the demo's own certificate.
+		c, err := demoClient(ca)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo-service:", err)
+		} else {
+			client = c
+		}
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {})
 	mux.HandleFunc("GET /checkout", func(w http.ResponseWriter, r *http.Request) {
