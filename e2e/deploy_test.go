@@ -20,7 +20,7 @@ import (
 )
 
 // The deployment files live next to the code; they grant exactly
-// features.TraceCaps, the set TestLeastPrivilege runs sonde with.
+// features.AgentCaps, the set TestAgentPrivilege runs sonde with.
 const (
 	daemonSetFile = "../deploy/kubernetes/daemonset.yaml"
 	unitFile      = "../deploy/systemd/sonde.service"
@@ -187,7 +187,7 @@ func TestDaemonSetManifest(t *testing.T) {
 	c := pod.Containers[0]
 	sc := c.SecurityContext
 
-	// The capability set: drop ALL, add exactly features.TraceCaps.
+	// The capability set: drop ALL, add exactly features.AgentCaps.
 	if !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) {
 		t.Errorf("capabilities.drop = %v, want [ALL]", sc.Capabilities.Drop)
 	}
@@ -196,8 +196,8 @@ func TestDaemonSetManifest(t *testing.T) {
 			t.Errorf("Kubernetes spells capabilities without CAP_: %s", a)
 		}
 	}
-	if got := capSetOf(t, sc.Capabilities.Add); got != features.TraceCaps() {
-		t.Errorf("capabilities.add = %v, want %v", got.Names(), features.TraceCaps().Names())
+	if got := capSetOf(t, sc.Capabilities.Add); got != features.AgentCaps() {
+		t.Errorf("capabilities.add = %v, want %v", got.Names(), features.AgentCaps().Names())
 	}
 	if sc.Privileged == nil || *sc.Privileged {
 		t.Errorf("the container must say privileged: false")
@@ -212,7 +212,7 @@ func TestDaemonSetManifest(t *testing.T) {
 		t.Errorf("runAsUser must be 0, as TestLeastPrivilege runs sonde")
 	}
 
-	// tracefs from the host, read-only; sonde has no CAP_SYS_ADMIN to mount it.
+	// tracefs from the host, read-only: a node agent mounts nothing.
 	hostPaths := map[string]string{}
 	for _, v := range pod.Volumes {
 		if v.HostPath != nil {
@@ -320,8 +320,8 @@ func TestSystemdUnit(t *testing.T) {
 				t.Errorf("%s must list what is granted, not what is taken: %s", key, v)
 			}
 		}
-		if got := capSetOf(t, vals); got != features.TraceCaps() {
-			t.Errorf("%s = %v, want %v", key, got.Names(), features.TraceCaps().Names())
+		if got := capSetOf(t, vals); got != features.AgentCaps() {
+			t.Errorf("%s = %v, want %v", key, got.Names(), features.AgentCaps().Names())
 		}
 	}
 	for key, want := range map[string]string{
@@ -345,7 +345,7 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 	if !slices.Contains(unitValues(t, unitFile, "Unit", "Requires"), "sys-kernel-tracing.mount") {
-		t.Errorf("the unit must require sys-kernel-tracing.mount: it has no CAP_SYS_ADMIN to mount tracefs")
+		t.Errorf("the unit must require sys-kernel-tracing.mount: a node agent mounts nothing")
 	}
 }
 

@@ -79,6 +79,14 @@ func TestLeastPrivilege(t *testing.T) {
 	run(t, curl, "-sS", "-o", "/dev/null", "http://"+srv.addr+"/status/503")
 	r := s.stop(t)
 	wantNoParseErrors(t, r)
+	// Without CAP_SYS_ADMIN the kernel refuses uprobes: sonde says so once,
+	// tries none, and the Go server is read from its sockets.
+	if n := s.countLogs("no CAP_SYS_ADMIN: the kernel refuses uprobes"); n != 1 {
+		t.Errorf("sonde said %d times that uprobes are refused, want once", n)
+	}
+	if r.stat("attach_failures") != 0 || r.stat("go_spans") != 0 || r.stat("ssl_libraries") != 0 {
+		t.Errorf("uprobes tried without CAP_SYS_ADMIN: %v", r.stats)
+	}
 	if len(r.spans) != 2 {
 		t.Fatalf("want 2 spans, got %d:\n%v", len(r.spans), r.spans)
 	}
@@ -222,5 +230,49 @@ func wantRefused(t *testing.T, out string, err error, c features.Capability) {
 		if other != c && strings.Contains(missing, other.String()+" (") {
 			t.Errorf("the message names %s as missing, which was granted:\n%s", other, out)
 		}
+	}
+}
+
+// As root with exactly features.AgentCaps, the node agent's set (the
+// DaemonSet's and the systemd unit's), the uprobes attach too: HTTPS from
+// curl to nginx is read in clear, and a Go server of another user is
+// traced through its Go probes.
+func TestAgentPrivilege(t *testing.T) {
+	testutil.RequireRoot(t)
+	setpriv := testutil.RequireTool(t, "setpriv")
+	curl := testutil.RequireTool(t, "curl")
+	requireTracing(t)
+	cert, key := tlsCert(t)
+	srv, _ := startGoServerAs(t, setpriv)
+	s := startSondeUnder(t, dropTo(setpriv, features.AgentCaps()), nil, "--pid", fmt.Sprint(srv.pid()), "--exe", "nginx", "--exe", "curl")
+	if got := capEffOf(t, s.pid()); got != features.AgentCaps() {
+		t.Fatalf("sonde runs with %v, want exactly %v", got.Names(), features.AgentCaps().Names())
+	}
+	port := freePort(t)
+	startNginx(t, "127.0.0.1:"+port, fmt.Sprintf(`  server {
+    listen 127.0.0.1:%s ssl;
+    ssl_certificate %s;
+    ssl_certificate_key %s;
+    location / { return 200 "agent\n"; }
+  }`, port, cert, key))
+	run(t, curl, "-sk", "--http1.1", "https://127.0.0.1:"+port+"/agent")
+	run(t, curl, "-sS", "-o", "/dev/null", "http://"+srv.addr+"/hello")
+	r := s.stop(t)
+	wantNoParseErrors(t, r)
+	if r.stat("attach_failures") != 0 || r.stat("ssl_libraries") == 0 {
+		t.Errorf("uprobes did not attach with %v: %v", features.AgentCaps().Names(), r.stats)
+	}
+	https := filter(r.spans, func(s span) bool { return s.attr("url.scheme") == "https" })
+	if len(https) != 2 {
+		t.Errorf("want the curl and nginx spans of the HTTPS request, got %d\n%s", len(https), tlsSummary(r))
+	}
+	for _, sp := range https {
+		if sp.attr("url.path") != "/agent" && sp.attr("url.full") != "https://127.0.0.1:"+port+"/agent" {
+			t.Errorf("unexpected https span: %s", sp)
+		}
+	}
+	goSpans := filter(r.spans, byPID(srv.pid()))
+	if len(goSpans) != 1 || goSpans[0].Name != "GET /hello" || r.stat("go_spans") != 1 {
+		t.Errorf("want the Go server's span from its Go probes (named by its route), got %v (go_spans %v)", goSpans, r.stats["go_spans"])
 	}
 }

@@ -140,6 +140,10 @@ func New(opts *Options) (*Tracer, error) {
 	} else if mounted {
 		t.log.Info("mounted tracefs", "path", path)
 	}
+	if (!o.NoGoProbes || !o.NoSSLProbes) && !features.CanUprobe() {
+		t.log.Warn("no CAP_SYS_ADMIN: the kernel refuses uprobes, so Go programs are traced from their sockets alone and HTTPS is not read")
+		t.opts.NoGoProbes, t.opts.NoSSLProbes = true, true
+	}
 	began := time.Now()
 	if err := t.load(); err != nil {
 		t.Close()

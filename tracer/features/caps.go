@@ -145,6 +145,26 @@ var traceCaps = []Capability{CapBPF, CapPerfmon, CapSysPtrace, CapDACReadSearch}
 // is not mounted and sonde must mount it itself.
 func MountCaps() CapSet { return capSet(CapSysAdmin) }
 
+// UprobeCaps is what `sonde trace` needs on top of [TraceCaps] to attach
+// uprobes: the Go probes (net/http in Go programs) and the OpenSSL probes
+// (TLS in clear). Measured on kernel 6.18: with CAP_BPF and CAP_PERFMON but
+// not CAP_SYS_ADMIN, perf_event_open of the uprobe PMU returns EACCES, for
+// entry and return probes alike. Without it sonde still traces every
+// socket; Go programs are then read from their sockets alone and HTTPS
+// stays ciphertext.
+func UprobeCaps() CapSet { return capSet(CapSysAdmin) }
+
+// AgentCaps is the set a node agent is granted so that sonde traces with
+// everything it has: [TraceCaps] and [UprobeCaps]. The DaemonSet and the
+// systemd unit grant exactly this, which e2e tests check.
+func AgentCaps() CapSet { return TraceCaps() | UprobeCaps() }
+
+// CanUprobe reports whether the current process may attach uprobes.
+func CanUprobe() bool {
+	caps, err := EffectiveCaps()
+	return err == nil && caps&UprobeCaps() == UprobeCaps()
+}
+
 func capSet(caps ...Capability) CapSet {
 	var s CapSet
 	for _, c := range caps {
@@ -295,7 +315,7 @@ var capNeeds = []struct {
 }{
 	{CapBPF, "load programs and create maps"},
 	{CapPerfmon, "attach tracing programs and read kernel memory"},
-	{CapSysAdmin, "mount tracefs; stands in for CAP_BPF and CAP_PERFMON"},
+	{CapSysAdmin, "attach uprobes (Go programs, TLS through OpenSSL) and mount tracefs; stands in for CAP_BPF and CAP_PERFMON"},
 	{CapSysPtrace, "read /proc/PID/exe and /proc/PID/fd of other processes"},
 	{CapDACReadSearch, "read /proc/PID/environ and /proc/PID/fd of other users' processes, and tracefs when not its owner"},
 	{CapNetAdmin, "sockops and TC programs, planned"},
