@@ -16,9 +16,10 @@ FUZZTIME   ?= 20s
 # regenerate the BPF objects, bpftool inspects what is attached, setpriv
 # (util-linux) drops privileges, systemd-analyze (systemd) checks the unit
 # file, gcc and libssl-dev build the OpenSSL fixtures (static and shared),
-# and wrk, python3, curl, nginx and openssl are real peers.
+# and wrk, python3, curl, nginx, openssl and nghttp2-client (h2load) are
+# real peers.
 TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates systemd \
-	gcc libc6-dev libssl-dev nginx openssl
+	gcc libc6-dev libssl-dev nginx openssl nghttp2-client
 DEMO_PACKAGES := python3 curl
 
 .PHONY: offsets static image all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean

@@ -308,16 +308,9 @@ func TestTLSNginxProxy(t *testing.T) {
 	wantLibsslProbed(t, r)
 }
 
-// curl speaking HTTP/2 to nginx, negotiated by ALPN.
-//
-// HTTP/2 spans come with the HTTP/2 parser (the gRPC and HTTP/2 issue):
-// the plaintext sonde reads from SSL_read/SSL_write is HTTP/2 frames. What
-// holds now: the traced programs work (every request succeeds over h2),
-// sonde reads the plaintext (it recognises each connection's HTTP/2
-// preface, which only the plaintext carries, and counts it), no HTTP/1
-// span is made of HTTP/2 bytes, and nothing is counted as garbage.
-// When the HTTP/2 parser lands: assert n curl client and n nginx server
-// spans with url.scheme https and network.protocol.version 2.
+// curl speaking HTTP/2 to nginx, negotiated by ALPN: the plaintext of
+// SSL_read/SSL_write is HTTP/2 frames, parsed into one span per stream on
+// each side.
 func TestTLSNginxHTTP2(t *testing.T) {
 	curl := testutil.RequireTool(t, "curl")
 	if !strings.Contains(run(t, curl, "--version"), "HTTP2") {
@@ -347,6 +340,30 @@ func TestTLSNginxHTTP2(t *testing.T) {
 	// One HTTP/2 connection per curl: seen on both ends, client and server.
 	if got := r.stat("http2_conns"); got != 2*n {
 		t.Errorf("%v HTTP/2 connections recognised, want %d (curl's and nginx's end of each)\n%s", got, 2*n, tlsSummary(r))
+	}
+	curls := filter(r.spans, func(s span) bool { return exeName(s) == "curl" })
+	servers := filter(r.spans, func(s span) bool { return exeName(s) == "nginx" })
+	if len(curls) != n || len(servers) != n {
+		t.Fatalf("want %d curl and %d nginx spans, got %d and %d\n%s", n, n, len(curls), len(servers), tlsSummary(r))
+	}
+	for i := range n {
+		path := fmt.Sprintf("/h2/%d", i)
+		c := findSpan(t, curls, "url.full", "https://127.0.0.1:"+port+path)
+		wantAttrs(t, c, map[string]string{
+			"url.scheme": "https", "network.protocol.version": "2", "http.request.method": "GET",
+			"http.response.status_code": "200", "server.address": "127.0.0.1", "server.port": port,
+		})
+		sv := findSpan(t, servers, "url.path", path)
+		wantAttrs(t, sv, map[string]string{
+			"url.scheme": "https", "network.protocol.version": "2", "http.response.status_code": "200",
+			"client.address": "127.0.0.1",
+		})
+		if c.Kind != "client" || sv.Kind != "server" {
+			t.Errorf("kinds %s and %s, want client and server", c.Kind, sv.Kind)
+		}
+	}
+	if r.stat("http2_headers_unknown") != 0 {
+		t.Errorf("%v streams with unknown headers on connections seen from their start", r.stat("http2_headers_unknown"))
 	}
 	wantTLSClean(t, r)
 	// What holds before and after the HTTP/2 parser: the frames (and the

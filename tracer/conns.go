@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/protocols/http2"
 )
 
 type role uint8
@@ -61,8 +62,12 @@ type conn struct {
 	// plaintext is set once an OpenSSL probe reported the connection's
 	// plaintext.
 	plaintext bool
-	// http2 is set once the connection is known to speak HTTP/2.
-	http2 bool
+	// h2 parses the connection once it is known to speak HTTP/2.
+	h2 *http2.Conn
+	// midStream is set when sonde may have missed the start of the
+	// connection's bytes: it was open before sonde attached, or its TLS
+	// session began before its library was probed.
+	midStream bool
 }
 
 // connTable holds connection state with a hard cap: under connection churn

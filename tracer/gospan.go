@@ -28,9 +28,9 @@ import (
 //     view what the probes cannot read: the incoming traceparent.
 //   - A view whose twin never comes is exported alone when its hold ends:
 //     a socket exchange the probes missed (a hijacked connection, a
-//     panicking handler). A Go exchange over TLS or HTTP/2, which the
-//     socket capture cannot parse, does not wait at all. Nothing is lost,
-//     nothing is doubled.
+//     panicking handler). A Go exchange over crypto/tls, whose bytes the
+//     socket capture sees encrypted, does not wait at all. Nothing is
+//     lost, nothing is doubled.
 //   - A Go client span whose parent is a server span of the process waits
 //     until that parent is final, so that it gets the parent's final trace
 //     ID: the parent learns an incoming traceparent only at its end, and a
@@ -195,9 +195,11 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 	if s.Kind == trace.SpanKindClient {
 		fd = -1
 	}
-	if g.Tls != 0 || g.ProtoMajor == 2 {
-		// The socket capture sees ciphertext or HTTP/2 frames here: no
-		// twin will come, so there is nothing to wait for.
+	if g.Tls != 0 {
+		// The socket capture sees ciphertext here (Go's crypto/tls is not
+		// OpenSSL): no twin will come, so there is nothing to wait for.
+		// HTTP/2 in clear (Go 1.24's unencrypted HTTP/2) has its socket
+		// twin from the HTTP/2 parser.
 		t.mergeGo(s, nil)
 		return
 	}

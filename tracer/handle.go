@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/protocols/http2"
 	"github.com/sondehq/sonde/tracer/discover"
 )
 
@@ -81,7 +82,7 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	if c == nil {
 		// A connection opened before sonde attached: its role comes from
 		// the kernel's listening sockets, else from what the bytes say.
-		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
+		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote(), midStream: true}
 		c.role = t.roleOf(e, data)
 		t.track(c, e.command())
 		c.http.JoinMidStream()
@@ -101,26 +102,23 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 			c.http.Close(t.xbuf[:0])
 			c.http.JoinMidStream()
 			c.inError = false
+			c.midStream = true
 		}
 		c.tls, c.plaintext = true, true
 	}
-	if c.http2 || (!c.fed && startsHTTP2(data)) {
-		// HTTP/2, in clear or from TLS with ALPN h2: not for the HTTP/1
-		// parser, and not garbage either. The connection is counted once.
-		if !c.http2 {
-			c.http2 = true
-			t.stats.http2Conns.Add(1)
-			t.log.Debug("HTTP/2 connection: not parsed yet", "pid", c.key.tgid, "exe", c.proc.exe, "fd", c.key.fd)
-		}
-		return
-	}
-	c.fed = true
 	if e.Size > e.Captured && e.Syscall != sysSendfile {
 		t.stats.truncated.Add(1)
 	}
-	dir := http1.Request
-	if (c.role == roleServer) != (e.Dir == dirIngress) {
-		dir = http1.Response
+	request := (c.role == roleServer) == (e.Dir == dirIngress)
+	if c.h2 != nil || (!c.fed && t.startHTTP2(c, h2Direction(request), data)) {
+		c.fed = true
+		t.feedHTTP2(c, h2Direction(request), e, data)
+		return
+	}
+	c.fed = true
+	dir := http1.Response
+	if request {
+		dir = http1.Request
 	}
 	// One stamp per chunk, taken when the syscall returned: received bytes
 	// were there then, and sent bytes had left (a write of a few KiB to a
@@ -168,24 +166,11 @@ func (t *Tracer) ciphertext(c *conn, dir uint8, data []byte) bool {
 // clear from the other. Nothing on the connection is parsed.
 var errTLSAnsweredInClear = errors.New("TLS records answered in clear")
 
-// http2Preface starts every HTTP/2 connection, sent by the client (RFC 9113
-// section 3.4); a capture holds at least its first 64 bytes.
-var http2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-
-// startsHTTP2 reports whether the first bytes of one direction of a
-// connection are HTTP/2's: the client's preface, or the server's, which is
-// a SETTINGS frame (type 4, not an ACK, on stream 0, a whole number of
-// 6-byte settings) that servers such as nginx send before they read.
-func startsHTTP2(data []byte) bool {
-	if bytes.HasPrefix(data, http2Preface) {
-		return true
+func h2Direction(request bool) http2.Direction {
+	if request {
+		return http2.Request
 	}
-	if len(data) < 9 {
-		return false
-	}
-	n := int(data[0])<<16 | int(data[1])<<8 | int(data[2])
-	return data[3] == 4 && data[4]&1 == 0 && data[5]&0x7f == 0 && data[6] == 0 && data[7] == 0 && data[8] == 0 &&
-		n%6 == 0 && n <= 16384
+	return http2.Response
 }
 
 // looksLikeTLSRecord reports whether data starts with a TLS record header:
@@ -227,8 +212,12 @@ func (t *Tracer) parseError(c *conn, err error) {
 	c.inError = true
 	reason := "other"
 	var pe *http1.ParseError
-	if errors.As(err, &pe) {
+	var pe2 *http2.ParseError
+	switch {
+	case errors.As(err, &pe):
 		reason = pe.Reason.String()
+	case errors.As(err, &pe2):
+		reason = http2Reason(pe2.Reason)
 	}
 	if c.exchanges == 0 {
 		// Nothing on this connection ever parsed: most likely another
@@ -250,6 +239,12 @@ func (t *Tracer) restartAfterLoss(c *conn) {
 	t.stats.resyncs.Add(1)
 	t.stats.lostExchanges.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
 	c.http.JoinMidStream()
+	if c.h2 != nil {
+		// Frames are missing: the streams open now cannot end whole, and
+		// HPACK cannot be trusted on this connection again.
+		t.stats.lostExchanges.Add(uint64(len(c.h2.Close(t.h2buf[:0]))))
+		c.h2.JoinMidStream()
+	}
 	c.inError = true // the loss is counted; what follows until resync is not a parse error
 }
 
@@ -258,6 +253,9 @@ func (t *Tracer) restartAfterLoss(c *conn) {
 func (t *Tracer) closeConn(c *conn) {
 	t.conns.remove(c)
 	t.emit(c, c.http.Close(t.xbuf[:0]))
+	if c.h2 != nil {
+		t.emitHTTP2(c, c.h2.Close(t.h2buf[:0]))
+	}
 }
 
 // abandon drops a connection sonde stops watching (evicted, or sonde is
@@ -265,6 +263,9 @@ func (t *Tracer) closeConn(c *conn) {
 func (t *Tracer) abandon(c *conn) {
 	t.conns.remove(c)
 	t.stats.pendingAtExit.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
+	if c.h2 != nil {
+		t.stats.pendingAtExit.Add(uint64(len(c.h2.Close(t.h2buf[:0]))))
+	}
 }
 
 func (t *Tracer) abandonAll() {

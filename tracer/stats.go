@@ -53,9 +53,11 @@ type Stats struct {
 	// left out of parsing: the plaintext comes from the OpenSSL probes, or
 	// from the Go probes for crypto/tls.
 	Ciphertext uint64
-	// HTTP2Conns counts connections that spoke HTTP/2, which sonde does
-	// not turn into spans from the bytes yet.
-	HTTP2Conns uint64
+	// HTTP2Conns counts connections parsed as HTTP/2; HTTP2HeadersUnknown
+	// counts their streams whose header blocks could not be decoded (sonde
+	// joined the connection in the middle, or a capture gap broke HPACK),
+	// exported without the attributes the headers carry.
+	HTTP2Conns, HTTP2HeadersUnknown uint64
 	// SSLLibraries counts the files whose OpenSSL functions are probed.
 	SSLLibraries int
 
@@ -80,17 +82,18 @@ func (t *Tracer) Stats() Stats {
 		Conns:         int(t.conns.count.Load()),
 		ConnsEvicted:  t.conns.evicted.Load(),
 
-		Processes:      int(t.stats.processes.Load()),
-		AttachFailures: t.stats.attachFailures.Load(),
-		Attached:       t.stats.attached.Load(),
-		AttachDelaySum: time.Duration(t.stats.attachDelaySum.Load()),
-		AttachDelayMax: time.Duration(t.stats.attachDelayMax.Load()),
-		GoSpans:        t.stats.goSpans.Load(),
-		GoMerged:       t.stats.goMerged.Load(),
-		GoSocketOnly:   t.stats.goSocketOnly.Load(),
-		Ciphertext:     t.stats.ciphertext.Load(),
-		HTTP2Conns:     t.stats.http2Conns.Load(),
-		SSLLibraries:   len(t.sslProbes.libraries()),
+		Processes:           int(t.stats.processes.Load()),
+		AttachFailures:      t.stats.attachFailures.Load(),
+		Attached:            t.stats.attached.Load(),
+		AttachDelaySum:      time.Duration(t.stats.attachDelaySum.Load()),
+		AttachDelayMax:      time.Duration(t.stats.attachDelayMax.Load()),
+		GoSpans:             t.stats.goSpans.Load(),
+		GoMerged:            t.stats.goMerged.Load(),
+		GoSocketOnly:        t.stats.goSocketOnly.Load(),
+		Ciphertext:          t.stats.ciphertext.Load(),
+		HTTP2Conns:          t.stats.http2Conns.Load(),
+		HTTP2HeadersUnknown: t.stats.http2HeadersUnknown.Load(),
+		SSLLibraries:        len(t.sslProbes.libraries()),
 	}
 	t.stats.mu.Lock()
 	s.ParseErrors = maps.Clone(t.stats.parseErrors)

@@ -160,25 +160,6 @@ func TestHandleTLSAnsweredInClear(t *testing.T) {
 	}
 }
 
-// HTTP/2 is counted once per connection, neither parsed nor an error.
-func TestHandleHTTP2Preface(t *testing.T) {
-	fp := newFakeProc(t)
-	fp.exe(500, "/usr/sbin/nginx")
-	tr, sink := handTracer(t, fp, 16)
-	s := sock{tgid: 500, fd: 4, id: 0xf1, local: "127.0.0.1:8443", remote: "127.0.0.1:40003", comm: "nginx"}
-	s.open(t, tr, eventAccept)
-	s.data(t, tr, dirIngress, 500, clientHello, 0)
-	// nginx sends its SETTINGS before it reads the client's preface.
-	s.tlsData(t, tr, dirEgress, 800, "\x00\x00\x12\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x80\x00\x04\x00\x01\x00\x00\x00\x05\x00\xff\xff\xff")
-	s.tlsData(t, tr, dirIngress, 1_000, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00")
-	s.tlsData(t, tr, dirEgress, 2_000, "\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x80")
-	s.tlsData(t, tr, dirIngress, 3_000, "\x00\x00\x00\x04\x01\x00\x00\x00\x00")
-	st := tr.Stats()
-	if len(sink.spans) != 0 || len(st.ParseErrors) != 0 || st.HTTP2Conns != 1 {
-		t.Errorf("%d spans, parse errors %v, %d HTTP/2 connections; want none, none and 1", len(sink.spans), st.ParseErrors, st.HTTP2Conns)
-	}
-}
-
 // Over TLS the URL says https, and the port it leaves out is 443.
 func TestFullURLHTTPS(t *testing.T) {
 	for _, tc := range []struct {
@@ -193,28 +174,6 @@ func TestFullURLHTTPS(t *testing.T) {
 	} {
 		if got := fullURL("/a", "https", tc.host, tc.port, "/a", ""); got != tc.want {
 			t.Errorf("fullURL(/a, https, %q, %d) = %q, want %q", tc.host, tc.port, got, tc.want)
-		}
-	}
-}
-
-func TestStartsHTTP2(t *testing.T) {
-	for _, tc := range []struct {
-		data string
-		want bool
-	}{
-		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true},
-		{"\x00\x00\x12\x04\x00\x00\x00\x00\x00", true},  // SETTINGS, 3 settings
-		{"\x00\x00\x00\x04\x00\x00\x00\x00\x00", true},  // empty SETTINGS
-		{"\x00\x00\x00\x04\x01\x00\x00\x00\x00", false}, // a SETTINGS ACK starts nothing
-		{"\x00\x00\x12\x04\x00\x00\x00\x00\x01", false}, // SETTINGS on a stream
-		{"\x00\x00\x07\x04\x00\x00\x00\x00\x00", false}, // not whole settings
-		{"\x00\x00\x0c\x01\x04\x00\x00\x00\x01", false}, // HEADERS
-		{"PRI * HTTP/2.0\r\n", false},                   // too short to be sure
-		{"GET / HTTP/1.1\r\n\r\n", false},
-		{"HTTP/1.1 200 OK\r\n", false},
-	} {
-		if got := startsHTTP2([]byte(tc.data)); got != tc.want {
-			t.Errorf("startsHTTP2(%q) = %v, want %v", tc.data, got, tc.want)
 		}
 	}
 }

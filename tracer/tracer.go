@@ -20,6 +20,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/sondehq/sonde/protocols/http1"
+	"github.com/sondehq/sonde/protocols/http2"
 	"github.com/sondehq/sonde/tracer/features"
 )
 
@@ -60,7 +61,8 @@ type Tracer struct {
 	explicit map[uint32]bool // --pid: kept whatever they exec
 	listen   map[uint32]listenCache
 
-	xbuf []http1.Exchange
+	xbuf  []http1.Exchange
+	h2buf []http2.Exchange
 
 	stats    counters
 	lastLost uint64
@@ -90,6 +92,7 @@ type counters struct {
 	pendingAtExit, unknownEvents          atomic.Uint64
 	resyncs, lostExchanges                atomic.Uint64
 	ciphertext, http2Conns                atomic.Uint64
+	http2HeadersUnknown                   atomic.Uint64
 	attached, attachFailures              atomic.Uint64
 	goSpans, goMerged, goSocketOnly       atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns

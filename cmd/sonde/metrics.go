@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/sondehq/sonde/protocols/http1"
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/metrics"
@@ -103,16 +102,8 @@ func snapshot(t *tracer.Tracer, exp *export.Exporter) func() metrics.Snapshot {
 }
 
 // parseErrorReasons lists the reasons the tracer counts parse errors by, so
-// that each series exists, at zero, before its first error: the HTTP
-// parser's reasons, numbered from 1 without gaps, and the two the tracer
-// adds (see tracer/handle.go).
-func parseErrorReasons() []string {
-	reasons := []string{"not_http", "other"}
-	for r := http1.Reason(1); r.String() != "unknown"; r++ {
-		reasons = append(reasons, r.String())
-	}
-	return reasons
-}
+// that each series exists, at zero, before its first error.
+func parseErrorReasons() []string { return tracer.ParseErrorReasons() }
 
 // vcsRevision is the commit the binary was built from, when Go recorded it.
 func vcsRevision() string {

@@ -381,6 +381,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"tls_unpaired", s.TLSUnpaired,
 		"ciphertext_events", s.Ciphertext,
 		"http2_conns", s.HTTP2Conns,
+		"http2_headers_unknown", s.HTTP2HeadersUnknown,
 		"go_spans", s.GoSpans,
 		"go_merged", s.GoMerged,
 		"go_socket_only", s.GoSocketOnly,
