@@ -23,7 +23,7 @@ import (
 var bins struct {
 	dir                                string
 	sonde, goserver, goclient, rategen string
-	sleepserver                        string
+	sleepserver, h2cserver, grpcpair   string
 }
 
 func TestMain(m *testing.M) {
@@ -38,12 +38,16 @@ func TestMain(m *testing.M) {
 	bins.goclient = filepath.Join(dir, "goclient")
 	bins.rategen = filepath.Join(dir, "rategen")
 	bins.sleepserver = filepath.Join(dir, "sleepserver")
+	bins.h2cserver = filepath.Join(dir, "h2cserver")
+	bins.grpcpair = filepath.Join(dir, "grpcpair")
 	for out, pkg := range map[string]string{
 		bins.sonde:       "../cmd/sonde",
 		bins.goserver:    "./testdata/goserver",
 		bins.goclient:    "./testdata/goclient",
 		bins.rategen:     "./testdata/rategen",
 		bins.sleepserver: "./testdata/sleepserver",
+		bins.h2cserver:   "./testdata/h2cserver",
+		bins.grpcpair:    "./testdata/grpcpair",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {

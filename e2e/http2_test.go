@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sondehq/sonde/internal/testutil"
 )
@@ -101,4 +102,97 @@ func TestHTTP2H2load(t *testing.T) {
 	if r.stat("http2_headers_unknown") != 0 || r.stat("lost") != 0 {
 		t.Errorf("stats: %v", r.stats)
 	}
+}
+
+// startListener runs a testdata server that prints "listening ADDR" and
+// returns it with the address.
+func startListener(t *testing.T, bin string, args ...string) (*proc, string) {
+	t.Helper()
+	p := startProc(t, nil, bin, args...)
+	var addr string
+	waitFor(t, 15*time.Second, bin+" to listen", func() bool {
+		if !p.alive() {
+			t.Fatalf("%s exited: %s", bin, p.stderr.String())
+		}
+		line, _, ok := strings.Cut(p.stdout.String(), "\n")
+		addr, _ = strings.CutPrefix(line, "listening ")
+		return ok
+	})
+	return p, addr
+}
+
+// A Go server behind golang.org/x/net/http2/h2c, whose HTTP/2 the Go
+// probes do not see (x/net's server, not net/http's bundled one): curl
+// reaches it with prior knowledge, and both ends are read from the bytes.
+// (The deprecated HTTP/1.1 "Upgrade: h2c", which this x/net no longer
+// offers, is covered by the tracer's unit tests.)
+func TestHTTP2H2CGoServer(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	const n = 6
+	srv, addr := startListener(t, bins.h2cserver)
+	s := startSonde(t, nil, "--pid", strconv.Itoa(srv.pid()), "--exe", "curl")
+	for i := range n {
+		out := run(t, curl, "-s", "--http2-prior-knowledge", fmt.Sprintf("http://%s/h2c/%d", addr, i))
+		if out != fmt.Sprintf("HTTP/2.0 /h2c/%d\n", i) {
+			t.Fatalf("curl: %q", out)
+		}
+	}
+	r := s.stop(t)
+	curls := filter(r.spans, func(s span) bool { return exeName(s) == "curl" })
+	servers := filter(r.spans, byPID(srv.pid()))
+	if len(curls) != n || len(servers) != n {
+		t.Fatalf("want %d curl and %d server spans, got %d and %d\n%s", n, n, len(curls), len(servers), tlsSummary(r))
+	}
+	for i := range n {
+		path := fmt.Sprintf("/h2c/%d", i)
+		for _, sp := range []span{findSpan(t, curls, "url.full", "http://"+addr+path), findSpan(t, servers, "url.path", path)} {
+			wantAttrs(t, sp, map[string]string{"http.response.status_code": "200", "network.protocol.version": "2", "http.request.method": "GET"})
+		}
+	}
+	wantNoParseErrors(t, r)
+}
+
+// grpc-go from the bytes: every kind of call (unary, server streaming,
+// client streaming, bidi) is one RPC span on each side, named by its
+// method, with the status from the trailers; a failing call fails its
+// spans.
+func TestGRPCFromBytes(t *testing.T) {
+	const rounds = 3
+	srv, addr := startListener(t, bins.grpcpair, "server")
+	s := startSonde(t, nil, "--pid", strconv.Itoa(srv.pid()), "--exe", "grpcpair")
+	out := run(t, bins.grpcpair, "client", addr, strconv.Itoa(rounds))
+	if out != fmt.Sprintf("ok %d\n", rounds) {
+		t.Fatalf("client: %q", out)
+	}
+	r := s.stop(t)
+	servers := filter(r.spans, byPID(srv.pid()))
+	clients := filter(r.spans, func(sp span) bool {
+		return exeName(sp) == "grpcpair" && sp.res("process.pid") != strconv.Itoa(srv.pid())
+	})
+	const calls = rounds*4 + 1
+	if len(servers) != calls || len(clients) != calls {
+		t.Fatalf("want %d server and %d client spans, got %d and %d\n%s", calls, calls, len(servers), len(clients), tlsSummary(r))
+	}
+	count := map[string]int{}
+	for _, sp := range append(servers, clients...) {
+		count[sp.Kind+" "+sp.Name]++
+		want := map[string]string{"rpc.system.name": "grpc", "rpc.method": sp.Name, "rpc.response.status_code": "OK", "network.protocol.version": "2"}
+		if sp.Name == "sonde.test.Echo/Fail" {
+			want["rpc.response.status_code"] = "NOT_FOUND"
+			if sp.Status.Code != "Error" || sp.Status.Message != "no such echo" {
+				t.Errorf("the failing call does not fail its span: %s", sp)
+			}
+		} else if sp.Status.Code == "Error" {
+			t.Errorf("a call that succeeded fails its span: %s", sp)
+		}
+		wantAttrs(t, sp, want)
+	}
+	for _, m := range []string{"Unary", "ServerStream", "ClientStream", "Bidi"} {
+		for _, kind := range []string{"server", "client"} {
+			if got := count[kind+" sonde.test.Echo/"+m]; got != rounds {
+				t.Errorf("%d %s spans for %s, want %d", got, kind, m, rounds)
+			}
+		}
+	}
+	wantNoParseErrors(t, r)
 }

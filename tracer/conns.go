@@ -64,6 +64,9 @@ type conn struct {
 	plaintext bool
 	// h2 parses the connection once it is known to speak HTTP/2.
 	h2 *http2.Conn
+	// upgrade is an exchange answered by 101, held until the connection's
+	// next bytes say what it switched to.
+	upgrade *http1.Exchange
 	// midStream is set when sonde may have missed the start of the
 	// connection's bytes: it was open before sonde attached, or its TLS
 	// session began before its library was probed.

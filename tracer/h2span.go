@@ -32,6 +32,36 @@ func (t *Tracer) startHTTP2(c *conn, dir http2.Direction, data []byte) bool {
 	return true
 }
 
+// upgradeHTTP2 follows a connection that switched protocols (101) to what
+// its next bytes are: HTTP/2 after "Upgrade: h2c", whose stream 1 is the
+// upgraded request and gives its span, or anything else (a WebSocket),
+// for which the 101 exchange is the span.
+func (t *Tracer) upgradeHTTP2(c *conn, data []byte) {
+	if !http2.LooksLikeHTTP2(data) {
+		t.flushUpgrade(c)
+		return
+	}
+	req := &c.upgrade.Request
+	c.upgrade = nil
+	c.h2 = http2.NewConn(nil)
+	c.h2.StartUpgraded(http2.RequestMeta{
+		Method: req.Method, Scheme: "http", Authority: req.Host, Path: req.Target,
+		UserAgent: req.UserAgent, TraceParent: req.TraceParent, TraceState: req.TraceState,
+		Start: req.Start, End: req.End, BodySize: req.BodySize,
+	})
+	t.stats.http2Conns.Add(1)
+}
+
+// flushUpgrade exports a held 101 exchange as the span it is.
+func (t *Tracer) flushUpgrade(c *conn) {
+	if c.upgrade == nil {
+		return
+	}
+	x := c.upgrade
+	c.upgrade = nil
+	t.exportSpan(t.httpSpan(c, c.proc, x))
+}
+
 // feedHTTP2 hands a chunk of an HTTP/2 connection to its parser and turns
 // the streams that ended into spans.
 func (t *Tracer) feedHTTP2(c *conn, dir http2.Direction, e *socketEvent, data []byte) {

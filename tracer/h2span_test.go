@@ -148,3 +148,44 @@ func TestHandleHTTP2JoinedMidStream(t *testing.T) {
 		t.Errorf("parse errors %v, %d HTTP/2 connections, %d with unknown headers; want none, 1 and 1", st.ParseErrors, st.HTTP2Conns, st.HTTP2HeadersUnknown)
 	}
 }
+
+// h2c through an HTTP/1.1 Upgrade: the 101 exchange is not a span of its
+// own, stream 1 (the upgraded request) is; a 101 to anything else (a
+// WebSocket) stays the span.
+func TestHandleHTTP2Upgrade(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.exe(502, "/usr/bin/curl")
+	tr, sink := handTracer(t, fp, 16)
+	s := sock{tgid: 502, fd: 7, id: 0xf4, local: "127.0.0.1:50001", remote: "127.0.0.1:8080", comm: "curl"}
+	s.open(t, tr, eventConnect)
+	s.data(t, tr, dirEgress, 1_000, "GET /up HTTP/1.1\r\nHost: api:8080\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n", 0)
+	s.data(t, tr, dirIngress, 2_000, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 0)
+	w := newH2Wire(t)
+	s.data(t, tr, dirEgress, 3_000, take(&w.client), 0)
+	s.data(t, tr, dirIngress, 4_000, take(&w.server), 0)
+	w.headers(true, 1, false, ":status", "200")
+	w.data(true, 1, true, "upgraded")
+	s.data(t, tr, dirIngress, 5_000, take(&w.server), 0)
+	if len(sink.spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(sink.spans))
+	}
+	a := spanAttrs(t, sink.spans[0])
+	if a["url.full"].AsString() != "http://api:8080/up" || a["http.response.status_code"].AsInt64() != 200 || a["network.protocol.version"].AsString() != "2" {
+		t.Errorf("upgraded span: %v", sink.spans[0].Attributes)
+	}
+
+	ws := sock{tgid: 502, fd: 8, id: 0xf5, local: "127.0.0.1:50002", remote: "127.0.0.1:8080", comm: "curl"}
+	ws.open(t, tr, eventConnect)
+	ws.data(t, tr, dirEgress, 6_000, "GET /chat HTTP/1.1\r\nHost: api:8080\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0)
+	ws.data(t, tr, dirIngress, 7_000, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", 0)
+	ws.data(t, tr, dirIngress, 8_000, "\x81\x05hello", 0)
+	if len(sink.spans) != 2 {
+		t.Fatalf("%d spans, want 2", len(sink.spans))
+	}
+	if a := spanAttrs(t, sink.spans[1]); a["http.response.status_code"].AsInt64() != 101 || a["url.full"].AsString() != "http://api:8080/chat" {
+		t.Errorf("WebSocket span: %v", sink.spans[1].Attributes)
+	}
+	if st := tr.Stats(); len(st.ParseErrors) != 0 {
+		t.Errorf("parse errors %v", st.ParseErrors)
+	}
+}

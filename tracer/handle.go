@@ -110,6 +110,9 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 		t.stats.truncated.Add(1)
 	}
 	request := (c.role == roleServer) == (e.Dir == dirIngress)
+	if c.upgrade != nil && c.h2 == nil {
+		t.upgradeHTTP2(c, data)
+	}
 	if c.h2 != nil || (!c.fed && t.startHTTP2(c, h2Direction(request), data)) {
 		c.fed = true
 		t.feedHTTP2(c, h2Direction(request), e, data)
@@ -194,6 +197,13 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 	c.exchanges += uint64(len(xs))
 	covered := t.goProbes.covers(c.key.tgid)
 	for i := range xs {
+		if xs[i].Response.StatusCode == 101 && !xs[i].Incomplete {
+			// Held until the next bytes say what the connection switched
+			// to: for h2c, the upgraded request's span is stream 1's.
+			x := xs[i]
+			c.upgrade = &x
+			continue
+		}
 		s := t.httpSpan(c, c.proc, &xs[i])
 		if covered {
 			path, _ := splitTarget(xs[i].Request.Target)
@@ -253,6 +263,7 @@ func (t *Tracer) restartAfterLoss(c *conn) {
 func (t *Tracer) closeConn(c *conn) {
 	t.conns.remove(c)
 	t.emit(c, c.http.Close(t.xbuf[:0]))
+	t.flushUpgrade(c)
 	if c.h2 != nil {
 		t.emitHTTP2(c, c.h2.Close(t.h2buf[:0]))
 	}
@@ -262,6 +273,7 @@ func (t *Tracer) closeConn(c *conn) {
 // exiting): its pending requests are counted, not reported as failures.
 func (t *Tracer) abandon(c *conn) {
 	t.conns.remove(c)
+	t.flushUpgrade(c)
 	t.stats.pendingAtExit.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
 	if c.h2 != nil {
 		t.stats.pendingAtExit.Add(uint64(len(c.h2.Close(t.h2buf[:0]))))
