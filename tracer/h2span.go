@@ -59,7 +59,7 @@ func (t *Tracer) flushUpgrade(c *conn) {
 	}
 	x := c.upgrade
 	c.upgrade = nil
-	t.exportSpan(t.httpSpan(c, c.proc, x))
+	t.deliver(c, t.httpSpan(c, c.proc, x), t.goProbes.covers(c.key.tgid), x.Request.Method, x.Request.Target)
 }
 
 // feedHTTP2 hands a chunk of an HTTP/2 connection to its parser and turns
@@ -84,13 +84,7 @@ func (t *Tracer) emitHTTP2(c *conn, xs []http2.Exchange) {
 		if x.Request.HeadersUnknown || x.Response.HeadersUnknown {
 			t.stats.http2HeadersUnknown.Add(1)
 		}
-		s := t.http2Span(c, c.proc, x)
-		if covered {
-			path, _ := splitTarget(x.Request.Path)
-			t.onSocketView(c, s, x.Request.Method, path)
-			continue
-		}
-		t.exportSpan(s)
+		t.deliver(c, t.http2Span(c, c.proc, x), covered, x.Request.Method, x.Request.Path)
 	}
 	t.h2buf = xs[:0]
 }

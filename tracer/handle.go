@@ -13,6 +13,7 @@ import (
 	"github.com/sondehq/sonde/protocols/http1"
 	"github.com/sondehq/sonde/protocols/http2"
 	"github.com/sondehq/sonde/tracer/discover"
+	"github.com/sondehq/sonde/tracer/export"
 )
 
 // handle dispatches one ring-buffer record. It runs on the event loop only.
@@ -188,6 +189,17 @@ func looksLikeTLSRecord(data []byte) bool {
 	return data[0] >= 20 && data[0] <= 23 && data[1] == 3 && data[2] <= 4 && n > 0 && n <= 1<<14+2048
 }
 
+// deliver exports a span of the socket view or, in a process under Go
+// probes, hands it to the merge with its Go twin.
+func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target string) {
+	if covered {
+		path, _ := splitTarget(target)
+		t.onSocketView(c, s, method, path)
+		return
+	}
+	t.exportSpan(s)
+}
+
 // emit turns finished exchanges into spans.
 func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 	if len(xs) == 0 {
@@ -204,13 +216,7 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 			c.upgrade = &x
 			continue
 		}
-		s := t.httpSpan(c, c.proc, &xs[i])
-		if covered {
-			path, _ := splitTarget(xs[i].Request.Target)
-			t.onSocketView(c, s, xs[i].Request.Method, path)
-			continue
-		}
-		t.exportSpan(s)
+		t.deliver(c, t.httpSpan(c, c.proc, &xs[i]), covered, xs[i].Request.Method, xs[i].Request.Target)
 	}
 	t.xbuf = xs[:0]
 }
