@@ -78,14 +78,17 @@ func (g *goState) init() {
 	g.rewrites = make(map[trace.SpanID]goRewrite)
 }
 
-// goTwinWindow bounds how far apart the starts of two views of one exchange
-// can be: the socket view starts at the first byte's syscall, the Go view
-// at the handler's (server) or the round trip's (client) start.
+// goTwinWindow bounds how far apart the starts, or the ends, of two views
+// of one exchange can be. The socket view starts at the first byte's
+// syscall, the Go view at the handler's (server) or the round trip's
+// (client) start, which comes before the client's dial or its wait for a
+// pooled connection: under load that can take more than the window, while
+// the two views still end within microseconds of each other.
 const goTwinWindow = time.Second
 
 // takeTwin removes and returns the oldest view in list that is the twin of
-// an exchange: same process, kind, method and path, starts close together,
-// and for a server the same connection. After lost events the views of
+// an exchange: same process, kind, method and path, starts or ends close
+// together, and for a server the same connection. After lost events the views of
 // other exchanges wait too; none of them may be taken for this one.
 func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string) *heldView {
 	for i, h := range *list {
@@ -95,7 +98,7 @@ func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, 
 		if s.Kind == trace.SpanKindServer && h.fd != fd {
 			continue
 		}
-		if d := h.span.Start.Sub(s.Start); d > goTwinWindow || d < -goTwinWindow {
+		if !within(h.span.Start.Sub(s.Start)) && !within(h.span.End.Sub(s.End)) {
 			continue
 		}
 		*list = append((*list)[:i], (*list)[i+1:]...)
@@ -103,6 +106,8 @@ func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, 
 	}
 	return nil
 }
+
+func within(d time.Duration) bool { return d <= goTwinWindow && d >= -goTwinWindow }
 
 // samePath compares a path as Go decoded it with the same path, either
 // decoded or as it was on the wire.

@@ -156,3 +156,27 @@ func TestGoViewOverTLSNotHeld(t *testing.T) {
 		t.Errorf("span %q %v", s.Name, s.Kind)
 	}
 }
+
+// A Go client call that waited long for its connection (a dial under load)
+// starts far before its socket view, yet both end together: one span.
+func TestGoClientViewsMergeByEnd(t *testing.T) {
+	tr, sink := goTracer(t)
+	cl := sock{tgid: 7, fd: 9, id: 2, local: "127.0.0.1:5001", remote: "127.0.0.1:9000", comm: "svc"}
+	cl.open(t, tr, eventConnect)
+	const second = uint64(time.Second)
+	goView := goEvent{kind: eventGoClient, fd: -1, start: 1_000, end: 1_000 + 2*second, trace: [2]uint64{3, 4}, span: 0x33,
+		status: 200, method: "GET", path: "/stock", host: "127.0.0.1:9000"}
+	cl.data(t, tr, dirEgress, 1_000+3*second/2, "GET /stock HTTP/1.1\r\nHost: 127.0.0.1:9000\r\nUser-Agent: Go-http-client/1.1\r\n\r\n", 0)
+	cl.data(t, tr, dirIngress, 1_000+2*second-50_000, okResponse, 0)
+	goView.send(t, tr)
+	tr.expireHeld(time.Now().Add(goHold+time.Second), false)
+	if len(sink.spans) != 1 {
+		t.Fatalf("%d spans, want one merged client span", len(sink.spans))
+	}
+	if a := spanAttrs(t, sink.spans[0]); a["user_agent.original"].AsString() != "Go-http-client/1.1" {
+		t.Errorf("the socket view's attributes did not merge: %v", sink.spans[0].Attributes)
+	}
+	if st := tr.Stats(); st.GoMerged != 1 || st.GoSocketOnly != 0 {
+		t.Errorf("merged %d, socket-only %d; want 1 and 0", st.GoMerged, st.GoSocketOnly)
+	}
+}
