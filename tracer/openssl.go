@@ -84,6 +84,11 @@ type sslWork struct {
 // a libssl it loaded since.
 const sslRecheck = 10 * time.Second
 
+// sslFilesMax bounds the files probed at once. Probes stay on a file until
+// sonde exits, and a host that runs many container images has one libssl
+// per image: beyond this, a new file is left unread, counted and logged.
+const sslFilesMax = 256
+
 // hostLibDirs are where a distribution keeps the libssl that programs load
 // by default.
 var hostLibDirs = []string{
@@ -287,6 +292,13 @@ func fileIDOf(f *os.File) (fileID, bool) {
 // probes the file through /proc/self/fd: the file probed is the one that
 // was identified, whatever became of its path or its process meanwhile.
 func (p *sslProbes) addFile(f *os.File, id fileID, display string, pid uint32) {
+	if len(p.byFile) >= sslFilesMax {
+		p.skipped[id] = true
+		p.failures.Add(1)
+		p.log.Warn("OpenSSL library not probed: too many probed already; TLS through it is not read",
+			"pid", pid, "file", display, "max", sslFilesMax)
+		return
+	}
 	lib, err := p.attach(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), display)
 	if err != nil {
 		p.skipped[id] = true

@@ -1,8 +1,10 @@
 package tracer
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -57,5 +59,26 @@ func TestSSLProbeSitesEmulated(t *testing.T) {
 	}
 	if st := tr.Stats(); st.SSLLibraries != len(libs) || st.AttachFailures != 0 {
 		t.Errorf("stats say %d libraries and %d attach failures; want %d and 0", st.SSLLibraries, st.AttachFailures, len(libs))
+	}
+}
+
+// Probes stay on a file until sonde exits: past sslFilesMax files, a new
+// one is left unread, counted, and never attached.
+func TestSSLFilesBounded(t *testing.T) {
+	var failures atomic.Uint64
+	p := &sslProbes{log: slog.New(slog.DiscardHandler), failures: &failures,
+		byFile: map[fileID]*sslLib{}, skipped: map[fileID]bool{}}
+	for i := range sslFilesMax {
+		p.byFile[fileID{ino: uint64(i + 1)}] = &sslLib{}
+	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	id := fileID{ino: 1 << 40}
+	p.addFile(f, id, "libssl.so.3", 1) // attach would need p.coll: it must not be reached
+	if !p.skipped[id] || failures.Load() != 1 || len(p.byFile) != sslFilesMax {
+		t.Errorf("skipped %v, failures %d, %d files; want skipped, 1 and %d", p.skipped[id], failures.Load(), len(p.byFile), sslFilesMax)
 	}
 }
