@@ -66,9 +66,11 @@ generate:
 	cd tracer && BPF_CLANG="$(BPF_CLANG)" BPF_CFLAGS="$(BPF_CFLAGS)" $(GO) generate ./...
 
 # The struct offsets of Go binaries without DWARF, embedded in sonde: builds
-# a program with each supported Go toolchain and reads its DWARF.
+# a program with each supported Go toolchain and reads its DWARF, then the
+# gRPC test pair against each supported grpc-go release.
 offsets:
 	$(GO) run ./offsets/internal/gen
+	$(GO) run ./offsets/internal/gen -grpc
 
 # vmlinux.h is pinned; refresh it only on purpose, from a kernel with BTF.
 vmlinux:

@@ -49,6 +49,25 @@ static __always_inline __u64 goid_of(struct go_offsets *o, __u64 g)
 	return read_u64(g + o->g_goid);
 }
 
+// copy_string copies the bytes of a Go string (ptr, len) into dst, at most
+// max bytes (max a power of two); returns the bytes copied.
+static __always_inline __u16 copy_string(char *dst, __u32 max, __u64 ptr, __u64 len)
+{
+	if (!ptr)
+		return 0;
+	__u64 n = len;
+	if (n > max)
+		n = max;
+	// The verifier must see the bound on the register passed to the helper.
+	asm volatile("" : "+r"(n));
+	n &= 2 * max - 1;
+	if (n > max)
+		return 0;
+	if (bpf_probe_read_user(dst, n, (void *)ptr))
+		return 0;
+	return n;
+}
+
 // read_string copies a Go string (pointer, length) found at addr into dst,
 // at most max bytes (max a power of two); returns the bytes copied.
 static __always_inline __u16 read_string(char *dst, __u32 max, __u64 addr)
@@ -57,19 +76,9 @@ static __always_inline __u16 read_string(char *dst, __u32 max, __u64 addr)
 		__u64 ptr;
 		__u64 len;
 	} s = {};
-	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr) || !s.ptr)
+	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr))
 		return 0;
-	__u64 n = s.len;
-	if (n > max)
-		n = max;
-	// The verifier must see the bound on the register passed to the helper.
-	asm volatile("" : "+r"(n));
-	n &= 2 * max - 1;
-	if (n > max)
-		return 0;
-	if (bpf_probe_read_user(dst, n, (void *)s.ptr))
-		return 0;
-	return n;
+	return copy_string(dst, max, s.ptr, s.len);
 }
 
 static __always_inline void new_ids(__u64 *trace_id, __u64 *span_id)
@@ -434,6 +443,192 @@ int go_client_end_h2(struct pt_regs *ctx)
 	__u64 caller = *goid;
 	bpf_map_delete_elem(&go_callers, &pk);
 	return client_end(o, tgid, caller, status, 2);
+}
+
+// ---- grpc-go ----------------------------------------------------------------
+//
+// A grpc-go server call starts at grpc.(*Server).handleStream, on the
+// goroutine that serves it: go_server_start is attached there too, so the
+// call has the same state as an HTTP request and what the handler calls
+// descends from it. It ends at transport.(*http2Server).WriteStatus
+// (writeStatus from v1.70), which every call's end passes, on that
+// goroutine, with the status the client gets.
+//
+// A client call starts at grpc.newClientStream, which unary (Invoke) and
+// streaming (NewStream) calls share, gets its *clientStream at the first
+// attempt, and ends at (*clientStream).finish, which runs once a stream is
+// done, whichever way: the status is in its error.
+
+#define GO_ARG5(ctx) ((ctx)->si)
+#define GO_ARG6(ctx) ((ctx)->r8)
+
+#define GRPC_UNKNOWN 2
+
+// status_code reads the code of a *status.Status; a nil message is OK, as
+// status.Code says. Codes beyond the 17 gRPC defines are UNKNOWN.
+static __always_inline __u32 status_code(struct go_offsets *o, __u64 st, __u32 if_nil)
+{
+	if (!st)
+		return if_nil;
+	__u64 msg = read_u64(st + o->grpc_status_proto);
+	if (!msg)
+		return if_nil;
+	__s32 code = GRPC_UNKNOWN;
+	if (bpf_probe_read_user(&code, sizeof(code), (void *)(msg + o->grpc_proto_code)) || code < 0 || code > 16)
+		return GRPC_UNKNOWN;
+	return (__u32)code;
+}
+
+// error_code is the gRPC code of the error clientStream.finish ends a call
+// with: nil and io.EOF (a stream that ended well) are OK, a *status.Error
+// carries its code, and anything else is UNKNOWN, as status.Code has it.
+// The probe cannot see the error's type, so io.EOF is recognized by its
+// text, and the status chain is followed only through readable pointers.
+static __always_inline __u32 error_code(struct go_offsets *o, __u64 itab, __u64 data)
+{
+	if (!itab)
+		return 0;
+	struct {
+		__u64 ptr;
+		__u64 len;
+	} text = {};
+	char eof[3] = {};
+	if (!bpf_probe_read_user(&text, sizeof(text), (void *)data) && text.len == 3 &&
+	    !bpf_probe_read_user(eof, sizeof(eof), (void *)text.ptr) && eof[0] == 'E' && eof[1] == 'O' && eof[2] == 'F')
+		return 0;
+	return status_code(o, read_u64(data + o->grpc_error_status), GRPC_UNKNOWN);
+}
+
+static __always_inline void copy_ids(struct go_span *s, __u64 trace_id[2], __u64 span_id, __u64 parent)
+{
+	s->trace_id[0] = trace_id[0];
+	s->trace_id[1] = trace_id[1];
+	s->span_id = span_id;
+	s->parent_span_id = parent;
+}
+
+// transport.(*http2Server).WriteStatus(t, s, st) / writeStatus(t, s, st).
+SEC("uprobe")
+int go_grpc_server_end(struct pt_regs *ctx)
+{
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
+	if (!st)
+		return 0;
+	struct event_buf *b;
+	// With TLS credentials the connection is grpc's wrapper, not the
+	// *net.TCPConn: the fd read then is not one, and userspace, which
+	// sees that connection's bytes as ciphertext, does not wait for a
+	// socket twin.
+	int fd = fd_of_conn(o, GO_ARG1(ctx) + o->grpc_server_conn, false);
+	struct go_span *s = span_event(&b, EVENT_GO_SERVER, fd);
+	if (s) {
+		s->start_ts = st->start_ts;
+		s->goid = key.goid;
+		copy_ids(s, st->ctx.trace_id, st->ctx.span_id, 0);
+		s->grpc = 1;
+		s->proto_major = 2;
+		s->status = status_code(o, GO_ARG3(ctx), 0);
+		__u32 off = sizeof(struct go_span);
+		s->path_len = put_string(b, &off, GO_PATH_MAX, GO_ARG2(ctx) + o->grpc_stream_method);
+		b->hdr.captured = off;
+		submit(b);
+	}
+	bpf_map_delete_elem(&go_servers, &key);
+	return 0;
+}
+
+// grpc.newClientStream(ctx, desc, cc, method, opts...): ctx takes two
+// registers, so cc is the 4th and method the 5th and 6th.
+SEC("uprobe")
+int go_grpc_client_start(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o || !selected(tgid))
+		return 0;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct grpc_call c = {
+		.start_ts = bpf_ktime_get_ns(),
+		.goid = key.goid,
+		.cc = GO_ARG4(ctx),
+		.method_ptr = GO_ARG5(ctx),
+		.method_len = GO_ARG6(ctx),
+	};
+	struct go_context *parent = NULL;
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
+	if (st)
+		parent = &st->ctx;
+	else
+		parent = bpf_map_lookup_elem(&go_inherited, &key);
+	if (parent) {
+		c.trace_id[0] = parent->trace_id[0];
+		c.trace_id[1] = parent->trace_id[1];
+		c.parent_span_id = parent->span_id;
+		new_ids(NULL, &c.span_id);
+	} else {
+		new_ids(c.trace_id, &c.span_id);
+	}
+	bpf_map_update_elem(&grpc_pending, &key, &c, BPF_ANY);
+	return 0;
+}
+
+// grpc.(*clientStream).newAttemptLocked(cs, isTransparent): the first
+// attempt runs inside newClientStream, on the caller's goroutine; retries
+// find nothing pending.
+SEC("uprobe")
+int go_grpc_client_attempt(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o)
+		return 0;
+	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
+	struct grpc_call *c = bpf_map_lookup_elem(&grpc_pending, &key);
+	if (!c)
+		return 0;
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = GO_ARG1(ctx)};
+	bpf_map_update_elem(&grpc_calls, &pk, c, BPF_ANY);
+	bpf_map_delete_elem(&grpc_pending, &key);
+	return 0;
+}
+
+// grpc.(*clientStream).finish(cs, err): runs at least once per stream, on
+// whichever goroutine saw its end; the first run ends the span.
+SEC("uprobe")
+int go_grpc_client_end(struct pt_regs *ctx)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct go_offsets *o = offsets_of(ctx);
+	if (!o)
+		return 0;
+	struct go_ptr_key pk = {.tgid = tgid, .ptr = GO_ARG1(ctx)};
+	struct grpc_call *c = bpf_map_lookup_elem(&grpc_calls, &pk);
+	if (!c)
+		return 0;
+	struct event_buf *b;
+	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, -1);
+	if (s) {
+		s->start_ts = c->start_ts;
+		s->goid = c->goid;
+		copy_ids(s, c->trace_id, c->span_id, c->parent_span_id);
+		s->grpc = 1;
+		s->proto_major = 2;
+		s->status = error_code(o, GO_ARG2(ctx), GO_ARG3(ctx));
+		__u32 off = sizeof(struct go_span);
+		s->path_len = copy_string((char *)b->data + (off & (GO_STRINGS_SPAN - 1)), GO_PATH_MAX, c->method_ptr, c->method_len);
+		off += s->path_len;
+		if (c->cc)
+			s->host_len = put_string(b, &off, GO_HOST_MAX, c->cc + o->grpc_cc_authority);
+		b->hdr.captured = off;
+		submit(b);
+	}
+	bpf_map_delete_elem(&grpc_calls, &pk);
+	return 0;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -111,6 +111,7 @@ func (r runStats) cpuPerReq() float64 { return perReq(r.cpu, r.requests) }
 type tracedStats struct {
 	bpfStats bool          // measure BPF run time (kernel.bpf_stats_enabled)
 	noTLS    bool          // run sonde with --tls=false
+	noGo     bool          // run sonde with --go=false
 	cpu      time.Duration // sonde's CPU
 	rss      int64         // sonde's peak RSS
 	bpf      time.Duration // run time of sonde's programs, all processes' hits

@@ -152,14 +152,14 @@ func TestHTTP2H2CGoServer(t *testing.T) {
 	wantNoParseErrors(t, r)
 }
 
-// grpc-go from the bytes: every kind of call (unary, server streaming,
-// client streaming, bidi) is one RPC span on each side, named by its
-// method, with the status from the trailers; a failing call fails its
-// spans.
+// grpc-go from the bytes, with the Go probes off: every kind of call
+// (unary, server streaming, client streaming, bidi) is one RPC span on
+// each side, named by its method, with the status from the trailers; a
+// failing call fails its spans.
 func TestGRPCFromBytes(t *testing.T) {
 	const rounds = 3
 	srv, addr := startListener(t, bins.grpcpair, "server")
-	s := startSonde(t, nil, "--pid", strconv.Itoa(srv.pid()), "--exe", "grpcpair")
+	s := startSonde(t, nil, "--go=false", "--pid", strconv.Itoa(srv.pid()), "--exe", "grpcpair")
 	out := run(t, bins.grpcpair, "client", addr, strconv.Itoa(rounds))
 	if out != fmt.Sprintf("ok %d\n", rounds) {
 		t.Fatalf("client: %q", out)

@@ -93,6 +93,12 @@ type gohttpGoOffsets struct {
 	RespStatusCode    uint16
 	RespRequest       uint16
 	MhfFields         uint16
+	GrpcStreamMethod  uint16
+	GrpcServerConn    uint16
+	GrpcCcAuthority   uint16
+	GrpcErrorStatus   uint16
+	GrpcStatusProto   uint16
+	GrpcProtoCode     uint16
 }
 
 type gohttpGoPtrKey struct {
@@ -124,8 +130,21 @@ type gohttpGoSpan struct {
 	RemoteLen    uint16
 	ProtoMajor   uint8
 	Tls          uint8
-	Pad          [2]uint8
+	Grpc         uint8
+	Pad          uint8
 	_            [4]byte
+}
+
+type gohttpGrpcCall struct {
+	_            structs.HostLayout
+	StartTs      uint64
+	Goid         uint64
+	MethodPtr    uint64
+	MethodLen    uint64
+	Cc           uint64
+	SpanId       uint64
+	ParentSpanId uint64
+	TraceId      [2]uint64
 }
 
 type gohttpSslCall struct {
@@ -160,34 +179,40 @@ type gohttpSslSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	gohttpMapCounters            = "counters"
-	gohttpMapEvents              = "events"
-	gohttpMapGoBinaries          = "go_binaries"
-	gohttpMapGoCallers           = "go_callers"
-	gohttpMapGoClients           = "go_clients"
-	gohttpMapGoInherited         = "go_inherited"
-	gohttpMapGoServers           = "go_servers"
-	gohttpMapLossy               = "lossy"
-	gohttpMapLossyCount          = "lossy_count"
-	gohttpMapScratch             = "scratch"
-	gohttpMapSslCalls            = "ssl_calls"
-	gohttpMapSslSocks            = "ssl_socks"
-	gohttpMapTargets             = "targets"
-	gohttpProgGoClientConn       = "go_client_conn"
-	gohttpProgGoClientEndH1      = "go_client_end_h1"
-	gohttpProgGoClientEndH2      = "go_client_end_h2"
-	gohttpProgGoClientStart      = "go_client_start"
-	gohttpProgGoClientStream     = "go_client_stream"
-	gohttpProgGoGoroutineCreated = "go_goroutine_created"
-	gohttpProgGoServerEndH1      = "go_server_end_h1"
-	gohttpProgGoServerEndH2      = "go_server_end_h2"
-	gohttpProgGoServerStart      = "go_server_start"
-	gohttpVarCfgCaptureBytes     = "cfg_capture_bytes"
-	gohttpVarCfgSelfTgid         = "cfg_self_tgid"
-	gohttpVarCfgTraceAll         = "cfg_trace_all"
-	gohttpVarCfgWakeupBytes      = "cfg_wakeup_bytes"
-	gohttpVarRunning             = "running"
-	gohttpVarUnusedGoSpan        = "unused_go_span"
+	gohttpMapCounters             = "counters"
+	gohttpMapEvents               = "events"
+	gohttpMapGoBinaries           = "go_binaries"
+	gohttpMapGoCallers            = "go_callers"
+	gohttpMapGoClients            = "go_clients"
+	gohttpMapGoInherited          = "go_inherited"
+	gohttpMapGoServers            = "go_servers"
+	gohttpMapGrpcCalls            = "grpc_calls"
+	gohttpMapGrpcPending          = "grpc_pending"
+	gohttpMapLossy                = "lossy"
+	gohttpMapLossyCount           = "lossy_count"
+	gohttpMapScratch              = "scratch"
+	gohttpMapSslCalls             = "ssl_calls"
+	gohttpMapSslSocks             = "ssl_socks"
+	gohttpMapTargets              = "targets"
+	gohttpProgGoClientConn        = "go_client_conn"
+	gohttpProgGoClientEndH1       = "go_client_end_h1"
+	gohttpProgGoClientEndH2       = "go_client_end_h2"
+	gohttpProgGoClientStart       = "go_client_start"
+	gohttpProgGoClientStream      = "go_client_stream"
+	gohttpProgGoGoroutineCreated  = "go_goroutine_created"
+	gohttpProgGoGrpcClientAttempt = "go_grpc_client_attempt"
+	gohttpProgGoGrpcClientEnd     = "go_grpc_client_end"
+	gohttpProgGoGrpcClientStart   = "go_grpc_client_start"
+	gohttpProgGoGrpcServerEnd     = "go_grpc_server_end"
+	gohttpProgGoServerEndH1       = "go_server_end_h1"
+	gohttpProgGoServerEndH2       = "go_server_end_h2"
+	gohttpProgGoServerStart       = "go_server_start"
+	gohttpVarCfgCaptureBytes      = "cfg_capture_bytes"
+	gohttpVarCfgSelfTgid          = "cfg_self_tgid"
+	gohttpVarCfgTraceAll          = "cfg_trace_all"
+	gohttpVarCfgWakeupBytes       = "cfg_wakeup_bytes"
+	gohttpVarRunning              = "running"
+	gohttpVarUnusedGoSpan         = "unused_go_span"
 )
 
 // loadGohttp returns the embedded CollectionSpec for gohttp.
@@ -232,15 +257,19 @@ type gohttpSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gohttpProgramSpecs struct {
-	GoClientConn       *ebpf.ProgramSpec `ebpf:"go_client_conn"`
-	GoClientEndH1      *ebpf.ProgramSpec `ebpf:"go_client_end_h1"`
-	GoClientEndH2      *ebpf.ProgramSpec `ebpf:"go_client_end_h2"`
-	GoClientStart      *ebpf.ProgramSpec `ebpf:"go_client_start"`
-	GoClientStream     *ebpf.ProgramSpec `ebpf:"go_client_stream"`
-	GoGoroutineCreated *ebpf.ProgramSpec `ebpf:"go_goroutine_created"`
-	GoServerEndH1      *ebpf.ProgramSpec `ebpf:"go_server_end_h1"`
-	GoServerEndH2      *ebpf.ProgramSpec `ebpf:"go_server_end_h2"`
-	GoServerStart      *ebpf.ProgramSpec `ebpf:"go_server_start"`
+	GoClientConn        *ebpf.ProgramSpec `ebpf:"go_client_conn"`
+	GoClientEndH1       *ebpf.ProgramSpec `ebpf:"go_client_end_h1"`
+	GoClientEndH2       *ebpf.ProgramSpec `ebpf:"go_client_end_h2"`
+	GoClientStart       *ebpf.ProgramSpec `ebpf:"go_client_start"`
+	GoClientStream      *ebpf.ProgramSpec `ebpf:"go_client_stream"`
+	GoGoroutineCreated  *ebpf.ProgramSpec `ebpf:"go_goroutine_created"`
+	GoGrpcClientAttempt *ebpf.ProgramSpec `ebpf:"go_grpc_client_attempt"`
+	GoGrpcClientEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_client_end"`
+	GoGrpcClientStart   *ebpf.ProgramSpec `ebpf:"go_grpc_client_start"`
+	GoGrpcServerEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_server_end"`
+	GoServerEndH1       *ebpf.ProgramSpec `ebpf:"go_server_end_h1"`
+	GoServerEndH2       *ebpf.ProgramSpec `ebpf:"go_server_end_h2"`
+	GoServerStart       *ebpf.ProgramSpec `ebpf:"go_server_start"`
 }
 
 // gohttpMapSpecs contains maps before they are loaded into the kernel.
@@ -254,6 +283,8 @@ type gohttpMapSpecs struct {
 	GoClients   *ebpf.MapSpec `ebpf:"go_clients"`
 	GoInherited *ebpf.MapSpec `ebpf:"go_inherited"`
 	GoServers   *ebpf.MapSpec `ebpf:"go_servers"`
+	GrpcCalls   *ebpf.MapSpec `ebpf:"grpc_calls"`
+	GrpcPending *ebpf.MapSpec `ebpf:"grpc_pending"`
 	Lossy       *ebpf.MapSpec `ebpf:"lossy"`
 	LossyCount  *ebpf.MapSpec `ebpf:"lossy_count"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -301,6 +332,8 @@ type gohttpMaps struct {
 	GoClients   *ebpf.Map `ebpf:"go_clients"`
 	GoInherited *ebpf.Map `ebpf:"go_inherited"`
 	GoServers   *ebpf.Map `ebpf:"go_servers"`
+	GrpcCalls   *ebpf.Map `ebpf:"grpc_calls"`
+	GrpcPending *ebpf.Map `ebpf:"grpc_pending"`
 	Lossy       *ebpf.Map `ebpf:"lossy"`
 	LossyCount  *ebpf.Map `ebpf:"lossy_count"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -318,6 +351,8 @@ func (m *gohttpMaps) Close() error {
 		m.GoClients,
 		m.GoInherited,
 		m.GoServers,
+		m.GrpcCalls,
+		m.GrpcPending,
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
@@ -343,15 +378,19 @@ type gohttpVariables struct {
 //
 // It can be passed to loadGohttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gohttpPrograms struct {
-	GoClientConn       *ebpf.Program `ebpf:"go_client_conn"`
-	GoClientEndH1      *ebpf.Program `ebpf:"go_client_end_h1"`
-	GoClientEndH2      *ebpf.Program `ebpf:"go_client_end_h2"`
-	GoClientStart      *ebpf.Program `ebpf:"go_client_start"`
-	GoClientStream     *ebpf.Program `ebpf:"go_client_stream"`
-	GoGoroutineCreated *ebpf.Program `ebpf:"go_goroutine_created"`
-	GoServerEndH1      *ebpf.Program `ebpf:"go_server_end_h1"`
-	GoServerEndH2      *ebpf.Program `ebpf:"go_server_end_h2"`
-	GoServerStart      *ebpf.Program `ebpf:"go_server_start"`
+	GoClientConn        *ebpf.Program `ebpf:"go_client_conn"`
+	GoClientEndH1       *ebpf.Program `ebpf:"go_client_end_h1"`
+	GoClientEndH2       *ebpf.Program `ebpf:"go_client_end_h2"`
+	GoClientStart       *ebpf.Program `ebpf:"go_client_start"`
+	GoClientStream      *ebpf.Program `ebpf:"go_client_stream"`
+	GoGoroutineCreated  *ebpf.Program `ebpf:"go_goroutine_created"`
+	GoGrpcClientAttempt *ebpf.Program `ebpf:"go_grpc_client_attempt"`
+	GoGrpcClientEnd     *ebpf.Program `ebpf:"go_grpc_client_end"`
+	GoGrpcClientStart   *ebpf.Program `ebpf:"go_grpc_client_start"`
+	GoGrpcServerEnd     *ebpf.Program `ebpf:"go_grpc_server_end"`
+	GoServerEndH1       *ebpf.Program `ebpf:"go_server_end_h1"`
+	GoServerEndH2       *ebpf.Program `ebpf:"go_server_end_h2"`
+	GoServerStart       *ebpf.Program `ebpf:"go_server_start"`
 }
 
 func (p *gohttpPrograms) Close() error {
@@ -362,6 +401,10 @@ func (p *gohttpPrograms) Close() error {
 		p.GoClientStart,
 		p.GoClientStream,
 		p.GoGoroutineCreated,
+		p.GoGrpcClientAttempt,
+		p.GoGrpcClientEnd,
+		p.GoGrpcClientStart,
+		p.GoGrpcServerEnd,
 		p.GoServerEndH1,
 		p.GoServerEndH2,
 		p.GoServerStart,

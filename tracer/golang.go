@@ -68,18 +68,29 @@ type goBinary struct {
 	pids    map[uint32]bool
 	client  bool // client probes are attached
 	h2      bool // HTTP/2 server end probe is attached
+	grpc    bool // some grpc-go probes are attached
 }
 
 // goProbe is one uprobe program and where it goes.
 type goProbe struct {
 	prog string
 	fn   string // the function whose probe site it takes
+	// alt is the function's name in other versions of its package, when
+	// it was renamed: the first of fn and alt the binary has is probed.
+	alt string
 	// callTo, when set, places the probe on fn's calls to this function
 	// instead of at fn's entry.
-	callTo   string
-	required bool // without it the binary gets no Go probes at all
+	callTo string
+	// required: without it a binary serving HTTP with net/http gets no Go
+	// probes at all.
+	required bool
 	group    string
 }
+
+const (
+	grpcServer = "google.golang.org/grpc.(*Server).handleStream"
+	grpcClient = "google.golang.org/grpc.newClientStream"
+)
 
 var goProbeSet = []goProbe{
 	{prog: "go_server_start", fn: "net/http.serverHandler.ServeHTTP", required: true, group: "server"},
@@ -91,6 +102,13 @@ var goProbeSet = []goProbe{
 	{prog: "go_client_stream", fn: "net/http.(*http2clientStream).writeRequest", group: "h2client"},
 	{prog: "go_client_end_h2", fn: "net/http.(*http2clientConnReadLoop).handleResponse", group: "h2client"},
 	{prog: "go_goroutine_created", fn: "runtime.newproc.func1", callTo: "runtime.runqput", group: "goroutines"},
+	// grpc-go: the server's start is the same program as net/http's.
+	{prog: "go_server_start", fn: grpcServer, group: "grpcserver"},
+	{prog: "go_grpc_server_end", fn: "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus",
+		alt: "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus", group: "grpcserver"},
+	{prog: "go_grpc_client_start", fn: grpcClient, group: "grpcclient"},
+	{prog: "go_grpc_client_attempt", fn: "google.golang.org/grpc.(*clientStream).newAttemptLocked", group: "grpcclient"},
+	{prog: "go_grpc_client_end", fn: "google.golang.org/grpc.(*clientStream).finish", group: "grpcclient"},
 }
 
 func newGoProbes(coll *ebpf.Collection, log *slog.Logger, failures *atomic.Uint64) *goProbes {
@@ -233,7 +251,7 @@ func (g *goProbes) addNow(procRoot string, pid uint32) {
 	g.byPID[pid] = b
 	g.mu.Unlock()
 	g.log.Info("Go probes attached", "pid", pid, "exe", b.exe, "go", b.version,
-		"probes", len(b.links), "client", b.client, "http2", b.h2)
+		"probes", len(b.links), "client", b.client, "http2", b.h2, "grpc", b.grpc)
 }
 
 // removeNow forgets pid, and unprobes its executable when no other
@@ -272,8 +290,9 @@ func readlink(p string) string {
 // cannot be placed, and why.
 type goPlan struct {
 	version string
+	grpc    string // the grpc-go version, if linked
 	offsets gohttpGoOffsets
-	sites   map[string][]uint64 // by program
+	sites   map[string][]uint64 // by probed function (goProbe.fn)
 	missing map[string]string   // by group
 }
 
@@ -290,13 +309,18 @@ func planGo(path string) (*goPlan, error) {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
 	defer bin.Close()
-	if _, err := bin.Func("net/http.serverHandler.ServeHTTP"); err != nil {
-		if _, err2 := bin.Func("net/http.(*Transport).roundTrip"); err2 != nil {
-			return nil, &notGoError{errors.New("does not use net/http")}
-		}
+	has := func(fn string) bool { _, err := bin.Func(fn); return err == nil }
+	httpServer := has("net/http.serverHandler.ServeHTTP")
+	grpcVersion, _ := bin.GRPCVersion()
+	usesGRPC := grpcVersion != "" && (has(grpcServer) || has(grpcClient))
+	if !httpServer && !usesGRPC && !has("net/http.(*Transport).roundTrip") {
+		return nil, &notGoError{errors.New("does not use net/http or grpc-go")}
 	}
 	p := &goPlan{version: bin.GoVersion(), sites: map[string][]uint64{}}
-	p.offsets, p.missing, err = goOffsetsOf(bin)
+	if usesGRPC {
+		p.grpc = grpcVersion
+	}
+	p.offsets, p.missing, err = goOffsetsOf(bin, httpServer, usesGRPC)
 	if err != nil {
 		return nil, err
 	}
@@ -306,13 +330,23 @@ func planGo(path string) (*goPlan, error) {
 		}
 		sites, err := probeSites(bin, probe)
 		if err != nil {
-			if probe.required {
+			if probe.required && httpServer {
 				return nil, fmt.Errorf("probe %s: %w", probe.fn, err)
 			}
 			p.missing[probe.group] = err.Error()
 			continue
 		}
-		p.sites[probe.prog] = sites
+		p.sites[probe.fn] = sites
+	}
+	// A group is placed whole or not at all: a start probe without its
+	// end would leave state that nothing removes but eviction.
+	for _, probe := range goProbeSet {
+		if p.missing[probe.group] != "" {
+			delete(p.sites, probe.fn)
+		}
+	}
+	if len(p.sites) == 0 {
+		return nil, fmt.Errorf("no probe group resolves: %v", p.missing)
 	}
 	return p, nil
 }
@@ -357,7 +391,7 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 		if missing[p.group] != "" {
 			continue
 		}
-		for _, off := range plan.sites[p.prog] {
+		for _, off := range plan.sites[p.fn] {
 			l, err := ex.Uprobe("", g.coll.Programs[p.prog], &link.UprobeOptions{Address: off, Cookie: uint64(b.index)})
 			if err == nil {
 				b.links = append(b.links, l)
@@ -377,6 +411,7 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 	}
 	b.client = missing["client"] == ""
 	b.h2 = missing["h2"] == ""
+	b.grpc = missing["grpcserver"] == "" || missing["grpcclient"] == ""
 	return b, nil
 }
 
@@ -384,6 +419,9 @@ func (g *goProbes) attach(id fileID, exe string, pid uint32) (*goBinary, error) 
 // instruction the kernel emulates, or its calls to p.callTo.
 func probeSites(bin *offsets.Binary, p goProbe) ([]uint64, error) {
 	fn, err := bin.Func(p.fn)
+	if err != nil && p.alt != "" {
+		fn, err = bin.Func(p.alt)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -424,11 +462,13 @@ type goField struct {
 }
 
 // goOffsetsOf reads every field offset the probes use. missing maps a
-// probe group to why it cannot be attached.
-func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]string, err error) {
+// probe group to why it cannot be attached. The "core" fields every probe
+// needs are an error when missing, and so are the net/http server's when
+// the binary serves HTTP with net/http (httpServer).
+func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffsets, missing map[string]string, err error) {
 	var tcpConn uint16
 	fields := []goField{
-		{&o.G_goid, "runtime.g", "goid", "server", false},
+		{&o.G_goid, "runtime.g", "goid", "core", false},
 		{&o.G_parentGoid, "runtime.g", "parentGoid", "goroutines", false},
 		{&o.RequestMethod, "net/http.Request", "Method", "server", false},
 		{&o.RequestUrl, "net/http.Request", "URL", "server", false},
@@ -446,10 +486,10 @@ func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]str
 		{&o.ResponseStatus, "net/http.response", "status", "server", false},
 		{&o.ConnRwc, "net/http.conn", "rwc", "server", false},
 		{&o.TlsConnConn, "crypto/tls.Conn", "conn", "server", true},
-		{&tcpConn, "net.TCPConn", "conn", "server", false},
-		{&o.NetconnFd, "net.conn", "fd", "server", false},
-		{&o.NetfdPfd, "net.netFD", "pfd", "server", false},
-		{&o.PollfdSysfd, "internal/poll.FD", "Sysfd", "server", false},
+		{&tcpConn, "net.TCPConn", "conn", "core", false},
+		{&o.NetconnFd, "net.conn", "fd", "core", false},
+		{&o.NetfdPfd, "net.netFD", "pfd", "core", false},
+		{&o.PollfdSysfd, "internal/poll.FD", "Sysfd", "core", false},
 		{&o.H2rwRws, "net/http.http2responseWriter", "rws", "h2", false},
 		{&o.H2rwsReq, "net/http.http2responseWriterState", "req", "h2", false},
 		{&o.H2rwsStatus, "net/http.http2responseWriterState", "status", "h2", false},
@@ -472,7 +512,7 @@ func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]str
 			err = fmt.Errorf("offset %d too large", off)
 			fallthrough
 		default:
-			if f.group == "server" && !f.optional {
+			if (f.group == "core" || f.group == "server" && httpServer) && !f.optional {
 				return o, nil, fmt.Errorf("field %s.%s: %w", f.strct, f.member, err)
 			}
 			if f.optional {
@@ -486,15 +526,64 @@ func goOffsetsOf(bin *offsets.Binary) (o gohttpGoOffsets, missing map[string]str
 	}
 	// A *net.TCPConn points at its embedded net.conn.
 	o.NetconnFd += tcpConn
+	if missing["server"] != "" && missing["h2"] == "" {
+		missing["h2"] = missing["server"]
+	}
 	if missing["client"] != "" {
 		missing["h2client"] = missing["client"]
 	}
+	if !usesGRPC {
+		missing["grpcserver"] = "does not use grpc-go"
+		missing["grpcclient"] = missing["grpcserver"]
+		return o, missing, nil
+	}
+	grpcOffsetsOf(bin, &o, missing)
 	return o, missing, nil
+}
+
+// grpcOffsetsOf reads the grpc-go fields, from DWARF or offsets/grpc.json.
+func grpcOffsetsOf(bin *offsets.Binary, o *gohttpGoOffsets, missing map[string]string) {
+	const transport = "google.golang.org/grpc/internal/transport."
+	var method, embedded uint16
+	fields := []goField{
+		{&method, transport + "Stream", "method", "grpcserver", false},
+		// From v1.69 the server's stream embeds Stream.
+		{&embedded, transport + "ServerStream", "Stream", "grpcserver", true},
+		{&o.GrpcServerConn, transport + "http2Server", "conn", "grpcserver", false},
+		{&o.GrpcCcAuthority, "google.golang.org/grpc.ClientConn", "authority", "grpcclient", false},
+		{&o.GrpcErrorStatus, "google.golang.org/grpc/internal/status.Error", "s", "grpcclient", false},
+		{&o.GrpcStatusProto, "google.golang.org/grpc/internal/status.Status", "s", "grpc", false},
+		{&o.GrpcProtoCode, "google.golang.org/genproto/googleapis/rpc/status.Status", "Code", "grpc", false},
+	}
+	for _, f := range fields {
+		off, _, err := bin.GRPCField(f.strct, f.member)
+		switch {
+		case err == nil && off < goAbsent:
+			*f.dst = uint16(off)
+		case f.optional && (errors.Is(err, offsets.ErrNoField) || errors.Is(err, offsets.ErrNotFound)):
+			*f.dst = 0
+		default:
+			if err == nil {
+				err = fmt.Errorf("offset %d too large", off)
+			}
+			groups := []string{f.group}
+			if f.group == "grpc" {
+				groups = []string{"grpcserver", "grpcclient"}
+			}
+			for _, g := range groups {
+				if missing[g] == "" {
+					missing[g] = fmt.Sprintf("field %s.%s: %v", f.strct, f.member, err)
+				}
+			}
+		}
+	}
+	o.GrpcStreamMethod = embedded + method
 }
 
 // GoCoverage says what sonde's Go probes would cover in the executable at
 // path, without attaching anything: the probe groups (server, h2, client,
-// h2client, goroutines) whose probes and fields all resolve. It returns an
+// h2client, goroutines, grpcserver, grpcclient) whose probes and fields
+// all resolve. It returns an
 // error saying why when the binary is left to socket capture.
 func GoCoverage(path string) ([]string, error) {
 	plan, err := planGo(path)

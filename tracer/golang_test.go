@@ -4,6 +4,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -12,26 +14,30 @@ import (
 	"github.com/sondehq/sonde/offsets"
 )
 
-// goFixtures builds e2e/testdata/gochain with the local toolchain in the
-// three shapes users ship: default, stripped, PIE.
+// goFixtures builds e2e/testdata/gochain (net/http) and grpcpair (grpc-go
+// at this module's version, and net/http) with the local toolchain in the
+// three shapes users ship: default, stripped, PIE. Keys are
+// "program-shape".
 var goFixtures = sync.OnceValues(func() (map[string]string, error) {
 	dir, err := os.MkdirTemp("", "sonde-gofixtures-")
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]string{}
-	for mode, flags := range map[string][]string{
-		"default":  nil,
-		"stripped": {"-ldflags=-s -w"},
-		"pie":      {"-buildmode=pie"},
-	} {
-		bin := filepath.Join(dir, "gochain-"+mode)
-		args := append(append([]string{"build", "-o", bin}, flags...), "../e2e/testdata/gochain")
-		cmd := exec.Command("go", args...)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return nil, &buildError{mode, string(b), err}
+	for _, prog := range []string{"gochain", "grpcpair"} {
+		for mode, flags := range map[string][]string{
+			"default":  nil,
+			"stripped": {"-ldflags=-s -w"},
+			"pie":      {"-buildmode=pie"},
+		} {
+			bin := filepath.Join(dir, prog+"-"+mode)
+			args := append(append([]string{"build", "-o", bin}, flags...), "../e2e/testdata/"+prog)
+			cmd := exec.Command("go", args...)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return nil, &buildError{prog + "-" + mode, string(b), err}
+			}
+			out[prog+"-"+mode] = bin
 		}
-		out[mode] = bin
 	}
 	return out, nil
 })
@@ -64,6 +70,9 @@ func TestGoProbeSitesEmulated(t *testing.T) {
 			}
 			defer f.Close()
 			for _, p := range goProbeSet {
+				if strings.HasPrefix(mode, "gochain") && strings.HasPrefix(p.group, "grpc") {
+					continue // gochain does not link grpc-go
+				}
 				sites, err := probeSites(bin, p)
 				if err != nil {
 					t.Errorf("%s: %v", p.fn, err)
@@ -97,23 +106,60 @@ func TestGoOffsetsResolve(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want gohttpGoOffsets
+	for _, prog := range []string{"gochain", "grpcpair"} {
+		var want gohttpGoOffsets
+		for _, mode := range []string{"default", "stripped", "pie"} {
+			bin, err := offsets.Open(bins[prog+"-"+mode])
+			if err != nil {
+				t.Fatal(err)
+			}
+			grpc := prog == "grpcpair"
+			o, missing, err := goOffsetsOf(bin, true, grpc)
+			bin.Close()
+			if !grpc && missing["grpcserver"] != "" && missing["grpcclient"] != "" {
+				delete(missing, "grpcserver")
+				delete(missing, "grpcclient")
+			}
+			if err != nil || len(missing) != 0 {
+				t.Fatalf("%s-%s: offsets %v, missing %v", prog, mode, err, missing)
+			}
+			if grpc && (o.GrpcServerConn == 0 && o.GrpcStreamMethod == 0 || o.GrpcProtoCode == 0) {
+				t.Errorf("%s-%s: grpc offsets not read: %+v", prog, mode, o)
+			}
+			if mode == "default" {
+				want = o
+				continue
+			}
+			if o != want {
+				t.Errorf("%s-%s: offsets %+v, DWARF of the default build says %+v", prog, mode, o, want)
+			}
+		}
+	}
+}
+
+// A grpc-go binary gets every probe group, and one without grpc-go says
+// why it has none of grpc's.
+func TestGoCoverageGRPC(t *testing.T) {
+	bins, err := goFixtures()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, mode := range []string{"default", "stripped", "pie"} {
-		bin, err := offsets.Open(bins[mode])
+		groups, err := GoCoverage(bins["grpcpair-"+mode])
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, missing, err := goOffsetsOf(bin)
-		bin.Close()
-		if err != nil || len(missing) != 0 {
-			t.Fatalf("%s: offsets %v, missing %v", mode, err, missing)
+		for _, g := range []string{"server", "client", "goroutines", "grpcserver", "grpcclient"} {
+			if !slices.Contains(groups, g) {
+				t.Errorf("grpcpair-%s: groups %v lack %s", mode, groups, g)
+			}
 		}
-		if mode == "default" {
-			want = o
-			continue
+		plan, err := planGo(bins["gochain-"+mode])
+		if err != nil {
+			t.Fatal(err)
 		}
-		if o != want {
-			t.Errorf("%s: offsets %+v, DWARF of the default build says %+v", mode, o, want)
+		if plan.missing["grpcserver"] != "does not use grpc-go" || plan.grpc != "" {
+			t.Errorf("gochain-%s: grpc %q, missing %q", mode, plan.grpc, plan.missing["grpcserver"])
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -49,6 +50,7 @@ type heldView struct {
 	fd       int32 // server views: the connection
 	method   string
 	path     string
+	port     int // client views: the server's port, 0 if unknown
 	deadline time.Time
 }
 
@@ -90,9 +92,22 @@ const goTwinWindow = time.Second
 // an exchange: same process, kind, method and path, starts or ends close
 // together, and for a server the same connection. After lost events the views of
 // other exchanges wait too; none of them may be taken for this one.
-func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string) *heldView {
+//
+// A socket view whose headers are unknown (HTTP/2 joined mid-connection,
+// HPACK state lost) has no method or path. It is the twin of a Go view of
+// the same connection (server) or server port (client) that starts or ends
+// with it: the Go view keeps its own method and path, and the socket view
+// adds only what the connection says, the same for every exchange on it.
+func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string, port int) *heldView {
 	for i, h := range *list {
-		if h.tgid != tgid || h.span.Kind != s.Kind || h.method != method || !samePath(h.path, path) {
+		if h.tgid != tgid || h.span.Kind != s.Kind {
+			continue
+		}
+		if unknown := method == "" && path == "" || h.method == "" && h.path == ""; unknown {
+			if s.Kind == trace.SpanKindClient && (port == 0 || h.port != port) {
+				continue
+			}
+		} else if h.method != method || !samePath(h.path, path) {
 			continue
 		}
 		if s.Kind == trace.SpanKindServer && h.fd != fd {
@@ -132,10 +147,15 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 		for _, kv := range g.Attributes {
 			have[kv.Key] = true
 		}
+		// What the socket view did not know, the probes read.
+		have[headersUnknownKey] = true
 		for _, kv := range sock.Attributes {
 			if !have[kv.Key] {
 				g.Attributes = append(g.Attributes, kv)
 			}
+		}
+		if g.Status == sock.Status && g.StatusDescription == "" {
+			g.StatusDescription = sock.StatusDescription // grpc-message
 		}
 		if g.Kind == trace.SpanKindServer && sock.Parent.IsValid() {
 			// The socket saw the incoming traceparent the probes cannot
@@ -193,12 +213,27 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 		return
 	}
 	p := t.process(e.Tgid, e.command())
-	s := t.goSpan(e, &g, &strs, p)
-	t.stats.goSpans.Add(1)
+	var s *export.Span
 	method, path := strs.method, strs.path
+	if g.Grpc != 0 {
+		s = t.goGRPCSpan(e, &g, &strs, p)
+		method = "POST" // as its socket view, the HTTP/2 request, has it
+		t.stats.goGRPCSpans.Add(1)
+	} else {
+		s = t.goSpan(e, &g, &strs, p)
+	}
+	t.stats.goSpans.Add(1)
 	fd := e.Fd
 	if s.Kind == trace.SpanKindClient {
 		fd = -1
+	}
+	if g.Grpc != 0 && s.Kind == trace.SpanKindServer {
+		// The probes cannot tell grpc's TLS connections from plain ones
+		// (see go_grpc_server_end); the socket capture can.
+		if c := t.conns.get(connKey{tgid: e.Tgid, fd: fd}); c == nil || c.tls {
+			t.mergeGo(s, nil)
+			return
+		}
 	}
 	if g.Tls != 0 {
 		// The socket capture sees ciphertext here (Go's crypto/tls is not
@@ -208,25 +243,38 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 		t.mergeGo(s, nil)
 		return
 	}
-	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path); h != nil {
+	port := 0
+	if s.Kind == trace.SpanKindClient {
+		port = intAttr(s, semconv.ServerPortKey)
+	}
+	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path, port); h != nil {
 		t.mergeGo(s, h.span)
 		return
 	}
-	t.hold(&t.gostate.gos, &heldView{span: s, tgid: e.Tgid, fd: fd, method: method, path: path})
+	t.hold(&t.gostate.gos, &heldView{span: s, tgid: e.Tgid, fd: fd, method: method, path: path, port: port})
+}
+
+func intAttr(s *export.Span, k attribute.Key) int {
+	for _, kv := range s.Attributes {
+		if kv.Key == k {
+			return int(kv.Value.AsInt64())
+		}
+	}
+	return 0
 }
 
 // onSocketView takes a socket-view span of a Go process under probes: its
 // Go twin, when waiting, is finished with it; else it waits for the twin.
 func (t *Tracer) onSocketView(c *conn, s *export.Span, method, path string) {
-	fd := c.key.fd
+	fd, port := c.key.fd, 0
 	if s.Kind == trace.SpanKindClient {
-		fd = -1
+		fd, port = -1, int(c.remote.Port())
 	}
-	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path); h != nil {
+	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path, port); h != nil {
 		t.mergeGo(h.span, s)
 		return
 	}
-	t.hold(&t.gostate.sockets, &heldView{span: s, tgid: c.key.tgid, fd: fd, method: method, path: path})
+	t.hold(&t.gostate.sockets, &heldView{span: s, tgid: c.key.tgid, fd: fd, method: method, path: path, port: port})
 }
 
 func (t *Tracer) hold(list *[]*heldView, h *heldView) {
@@ -410,6 +458,70 @@ func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *pro
 	attrs = append(attrs, attribute.String("sonde.source", "go"))
 	s.Attributes = attrs
 	return s
+}
+
+// goGRPCSpan builds the span of a grpc-go call the probes saw: named
+// package.Service/Method, with the RPC conventions the socket view of a
+// gRPC call gets (grpcAttrs). Any code but OK fails the span.
+func (t *Tracer) goGRPCSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
+	s := &export.Span{
+		Start:    t.clock.wall(g.StartTs),
+		End:      t.clock.wall(e.Ts),
+		Resource: p.resource,
+		Kind:     trace.SpanKindServer,
+	}
+	if e.Kind == eventGoClient {
+		s.Kind = trace.SpanKindClient
+	}
+	u64ID(s.TraceID[:8], g.TraceId[0])
+	u64ID(s.TraceID[8:], g.TraceId[1])
+	u64ID(s.SpanID[:], g.SpanId)
+	if g.ParentSpanId != 0 {
+		var parent trace.SpanID
+		u64ID(parent[:], g.ParentSpanId)
+		s.Parent = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: s.TraceID, SpanID: parent, TraceFlags: trace.FlagsSampled,
+		})
+	}
+	method := strings.TrimPrefix(strs.path, "/")
+	s.Name = method
+	if method == "" {
+		s.Name = "grpc"
+	}
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs, semconv.RPCSystemNameGRPC)
+	if method != "" {
+		attrs = append(attrs, semconv.RPCMethod(method))
+	}
+	if s.Kind == trace.SpanKindClient {
+		if host, port := hostPort(authorityHost(strs.host)); host != "" {
+			attrs = append(attrs, semconv.ServerAddress(host))
+			if port == 0 {
+				port = 443 // grpc-go's default when the target names no port
+			}
+			attrs = append(attrs, semconv.ServerPort(port))
+		}
+	}
+	code := int(g.Status)
+	name := grpcCodeName(code)
+	attrs = append(attrs, semconv.RPCResponseStatusCode(name))
+	if code != 0 {
+		s.Status = codes.Error
+		attrs = append(attrs, semconv.ErrorTypeKey.String(name))
+	}
+	attrs = append(attrs, attribute.String("sonde.source", "go"))
+	s.Attributes = attrs
+	return s
+}
+
+// authorityHost is the host:port part of a ClientConn's authority, which
+// for a unix socket target or a custom resolver may be a path or a name
+// with no port.
+func authorityHost(a string) string {
+	if strings.ContainsAny(a, "/") {
+		return ""
+	}
+	return a
 }
 
 // goURL is url.full of a Go client call, with credentials in the query

@@ -141,7 +141,7 @@ func (t *Tracer) http2Span(c *conn, p *process, x *http2.Exchange) *export.Span 
 		attrs = append(attrs, semconv.UserAgentOriginal(req.UserAgent))
 	}
 	if req.HeadersUnknown || resp.HeadersUnknown {
-		attrs = append(attrs, attribute.Bool("sonde.http2.headers_unknown", true))
+		attrs = append(attrs, attribute.Bool(headersUnknownKey, true))
 	}
 	if x.IsGRPC() {
 		attrs = t.grpcAttrs(s, x, attrs)
@@ -244,6 +244,9 @@ func (t *Tracer) grpcAttrs(s *export.Span, x *http2.Exchange, attrs []attribute.
 	}
 	return attrs
 }
+
+// headersUnknownKey marks a span whose HTTP/2 headers could not be decoded.
+const headersUnknownKey = "sonde.http2.headers_unknown"
 
 // grpcCodes are the gRPC status code names, by number.
 var grpcCodes = [...]string{

@@ -65,6 +65,8 @@ type Stats struct {
 	// view of the same exchange, and socket views exported alone because
 	// no Go view came for them.
 	GoSpans, GoMerged, GoSocketOnly uint64
+	// GoGRPCSpans counts the Go spans that are grpc-go calls.
+	GoGRPCSpans uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call while Run
@@ -88,6 +90,7 @@ func (t *Tracer) Stats() Stats {
 		AttachDelaySum:      time.Duration(t.stats.attachDelaySum.Load()),
 		AttachDelayMax:      time.Duration(t.stats.attachDelayMax.Load()),
 		GoSpans:             t.stats.goSpans.Load(),
+		GoGRPCSpans:         t.stats.goGRPCSpans.Load(),
 		GoMerged:            t.stats.goMerged.Load(),
 		GoSocketOnly:        t.stats.goSocketOnly.Load(),
 		Ciphertext:          t.stats.ciphertext.Load(),

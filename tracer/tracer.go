@@ -95,6 +95,7 @@ type counters struct {
 	http2HeadersUnknown                   atomic.Uint64
 	attached, attachFailures              atomic.Uint64
 	goSpans, goMerged, goSocketOnly       atomic.Uint64
+	goGRPCSpans                           atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
 	processes                             atomic.Int64
 

@@ -106,8 +106,8 @@ enum counter {
 // struct go_span; hdr.ts is when the exchange ended, hdr.fd the socket's fd
 // (-1 when it could not be read).
 enum go_event_kind {
-	EVENT_GO_SERVER = 8, // net/http served a request
-	EVENT_GO_CLIENT = 9, // net/http's Transport got a response
+	EVENT_GO_SERVER = 8, // net/http served a request, or grpc-go a call
+	EVENT_GO_CLIENT = 9, // net/http's Transport got a response, or a grpc-go call ended
 };
 
 #define GO_METHOD_MAX 16
@@ -130,7 +130,7 @@ struct go_span {
 	__u64 trace_id[2];
 	__u64 span_id;
 	__u64 parent_span_id; // 0: none seen in the process
-	__u32 status;         // HTTP status; 0: none
+	__u32 status;         // HTTP status, or the gRPC status code when grpc
 	__u16 method_len;     // bytes of each packed string
 	__u16 path_len;
 	__u16 query_len;
@@ -139,7 +139,8 @@ struct go_span {
 	__u16 remote_len;
 	__u8 proto_major;     // 1 or 2
 	__u8 tls;             // 1 when the connection is crypto/tls
-	__u8 _pad[2];
+	__u8 grpc;            // 1: a grpc-go call; path is its full method, host the client's authority
+	__u8 _pad;
 };
 
 // Where the packed strings may start: a power of two the verifier is shown
@@ -181,6 +182,13 @@ struct go_offsets {
 	__u16 resp_status_code;   // net/http.Response.StatusCode
 	__u16 resp_request;       // net/http.Response.Request
 	__u16 mhf_fields;         // net/http.http2MetaHeadersFrame.Fields
+	// grpc-go, from its own table (offsets/grpc.json) or DWARF.
+	__u16 grpc_stream_method; // the method string in the stream the server probes see
+	__u16 grpc_server_conn;   // transport.http2Server.conn: an interface
+	__u16 grpc_cc_authority;  // grpc.ClientConn.authority
+	__u16 grpc_error_status;  // internal/status.Error.s
+	__u16 grpc_status_proto;  // internal/status.Status.s
+	__u16 grpc_proto_code;    // genproto rpc/status.Status.Code (int32)
 };
 
 // ---- OpenSSL uprobes (bpf/openssl.c) -----------------------------------------

@@ -81,3 +81,35 @@ struct {
 	__type(key, struct go_ptr_key);
 	__type(value, __u64); // goid
 } go_callers SEC(".maps");
+
+// A grpc-go client call, from newClientStream to clientStream.finish.
+struct grpc_call {
+	__u64 start_ts;
+	__u64 goid;        // the goroutine that made the call
+	__u64 method_ptr;  // the caller's method string, read at the end
+	__u64 method_len;
+	__u64 cc;          // *grpc.ClientConn
+	__u64 span_id;
+	__u64 parent_span_id;
+	__u64 trace_id[2];
+};
+
+// A call whose clientStream is not known yet, by the calling goroutine:
+// between newClientStream's entry and the stream's first attempt, which
+// happen on that goroutine one call at a time.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_key);
+	__type(value, struct grpc_call);
+} grpc_pending SEC(".maps");
+
+// Calls in flight, by (tgid, *clientStream). A goroutine may hold many
+// streams open at once, so from here on the stream is the key. LRU: a
+// stream its caller abandons never reaches finish.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_ptr_key);
+	__type(value, struct grpc_call);
+} grpc_calls SEC(".maps");

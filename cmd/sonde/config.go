@@ -38,6 +38,7 @@ type fileConfig struct {
 	MetricsAddr  *string         `yaml:"metrics_addr"`
 	CPUProfile   *string         `yaml:"cpu_profile"`
 	TLS          *bool           `yaml:"tls"`
+	Go           *bool           `yaml:"go"`
 	OTLP         otlpConfig      `yaml:"otlp"`
 }
 
@@ -304,6 +305,7 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 	}
 	setIf(&c.cpuProfile, fc.CPUProfile, !flagSet["cpu-profile"])
 	setIf(&c.tls, fc.TLS, !flagSet["tls"])
+	setIf(&c.goProbes, fc.Go, !flagSet["go"])
 }
 
 func setIf[T any](dst *T, src *T, ok bool) {

@@ -60,6 +60,7 @@ flush_timeout: 1m30s
 metrics_addr: 127.0.0.1:19464
 cpu_profile: /tmp/sonde.prof
 tls: false
+go: false
 otlp:
   endpoint: https://collector.example:4318
   protocol: http/protobuf
@@ -93,6 +94,7 @@ func TestConfigEveryField(t *testing.T) {
 		metricsAddr:  listenAddr{addr: "127.0.0.1:19464", explicit: true},
 		cpuProfile:   "/tmp/sonde.prof",
 		tls:          false,
+		goProbes:     false,
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -184,6 +186,7 @@ flush_timeout: 3s
 metrics_addr: 127.0.0.1:1
 cpu_profile: /tmp/file.prof
 tls: false
+go: false
 otlp:
   endpoint: http://file:4317
   protocol: grpc
@@ -196,7 +199,7 @@ otlp:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.logLevel != "debug" || cfg.maxConns != 10 || cfg.output != "json" || !cfg.metricsAddr.explicit || cfg.tls {
+		if cfg.logLevel != "debug" || cfg.maxConns != 10 || cfg.output != "json" || !cfg.metricsAddr.explicit || cfg.tls || cfg.goProbes {
 			t.Errorf("file values not applied: %+v", cfg)
 		}
 	})
@@ -207,7 +210,7 @@ otlp:
 			"--pid", "3", "--exe", "from-flag", "--select", "port=9090", "--exclude", "exe=flag-excluded",
 			"--output", "text", "--capture-bytes", "4096", "--ring-buffer", "8M", "--max-conns", "65536",
 			"--log-format", "text", "--log-level", "info", "--flush-timeout", "10s",
-			"--metrics-addr", defaultMetricsAddr, "--cpu-profile", "", "--tls=true")
+			"--metrics-addr", defaultMetricsAddr, "--cpu-profile", "", "--tls=true", "--go=true")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,6 +228,7 @@ otlp:
 			flushTimeout: 10 * time.Second,
 			metricsAddr:  listenAddr{addr: defaultMetricsAddr, explicit: true},
 			tls:          true,
+			goProbes:     true,
 		}
 		if !reflect.DeepEqual(*cfg, want) {
 			t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -277,7 +281,7 @@ otlp:
 func TestConfigUnknownKeysNameKeyAndLine(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"output: json\nlog_levle: debug\n",
-			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, metrics_addr, cpu_profile, tls, otlp`},
+			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, metrics_addr, cpu_profile, tls, go, otlp`},
 		{"otlp:\n  endpoint: http://c:4317\n  endpiont: x\n",
 			`line 3: unknown key "otlp.endpiont"; accepted keys are endpoint, protocol, headers, insecure, timeout`},
 		{"select:\n  - exe: a\n  - exe: b\n    prot: 80\n",

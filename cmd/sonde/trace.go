@@ -33,6 +33,7 @@ type traceConfig struct {
 	ringBuffer   byteSize
 	maxConns     int
 	tls          bool
+	goProbes     bool
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
@@ -59,6 +60,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
 	c.metricsAddr = listenAddr{addr: defaultMetricsAddr}
 	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
+	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
 }
@@ -288,6 +290,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		RingBufferBytes: int(cfg.ringBuffer),
 		MaxConns:        cfg.maxConns,
 		NoSSLProbes:     !cfg.tls,
+		NoGoProbes:      !cfg.goProbes,
 		Sink:            exp,
 		Logger:          log,
 	})
@@ -383,6 +386,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"http2_conns", s.HTTP2Conns,
 		"http2_headers_unknown", s.HTTP2HeadersUnknown,
 		"go_spans", s.GoSpans,
+		"go_grpc_spans", s.GoGRPCSpans,
 		"go_merged", s.GoMerged,
 		"go_socket_only", s.GoSocketOnly,
 		"pending_at_exit", s.PendingAtExit,

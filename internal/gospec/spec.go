@@ -261,14 +261,18 @@ func Extract(version string, fieldOffset func(structName, field string) (uint64,
 	if minor < 0 {
 		return nil, fmt.Errorf("bad toolchain name %q", version)
 	}
+	return extract(version, minor, Fields, fieldOffset, notFound)
+}
+
+func extract(version string, minor int, fields []Field, fieldOffset func(structName, field string) (uint64, error), notFound error) (Structs, error) {
 	out := Structs{}
-	for _, f := range Fields {
+	for _, f := range fields {
 		off, err := fieldOffset(f.Struct, f.Name)
 		switch {
 		case minor < f.Since && errors.Is(err, notFound):
 			continue
 		case minor < f.Since && err == nil:
-			return nil, fmt.Errorf("%s has %s.%s, listed as new in go1.%d", version, f.Struct, f.Name, f.Since)
+			return nil, fmt.Errorf("%s has %s.%s, listed as new in minor version %d", version, f.Struct, f.Name, f.Since)
 		case err != nil:
 			return nil, fmt.Errorf("%s: %w", version, err)
 		}

@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/sondehq/sonde/internal/otlptest"
+	"github.com/sondehq/sonde/internal/testutil"
+)
+
+// BenchmarkGRPCUnary measures what tracing costs a grpc-go unary server
+// under closed-loop load: 8 goroutines of one client process calling as
+// fast as they can over one connection. Untraced, traced with the Go
+// probes, and traced from the sockets alone (--go=false) alternate in one
+// run, so that the machine's noise hits every side alike. Only the server
+// is selected; spans go over OTLP/gRPC to a receiver in this process.
+//
+// Reported: the throughput ratio traced/untraced, the server CPU per call
+// the probes add (at the lower traced rate a Go server spends a little
+// more per call, so this is an upper bound), sonde's CPU per call and its
+// peak RSS; and the same ratio for the socket-only leg.
+func BenchmarkGRPCUnary(b *testing.B) {
+	testutil.RequireRoot(b)
+	testutil.RequireBPF(b)
+	const rounds = 3
+	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
+	var base, traced, sockets runStats
+	var sondeCPU time.Duration
+	var sondeRSS int64
+	for range b.N {
+		for range rounds {
+			base.add(grpcRound(b, duration, nil))
+			var t tracedStats
+			traced.add(grpcRound(b, duration, &t))
+			sondeCPU += t.cpu
+			sondeRSS = max(sondeRSS, t.rss)
+			t = tracedStats{noGo: true}
+			sockets.add(grpcRound(b, duration, &t))
+		}
+	}
+	b.ReportMetric(traced.rate()/base.rate(), "throughput_ratio")
+	b.ReportMetric(sockets.rate()/base.rate(), "throughput_ratio_sockets_only")
+	b.ReportMetric(base.rate(), "untraced_calls/s")
+	b.ReportMetric(traced.rate(), "traced_calls/s")
+	b.ReportMetric(traced.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call")
+	b.ReportMetric(base.cpuPerReq(), "server_µs/call_untraced")
+	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/call")
+	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
+	b.ReportMetric(0, "ns/op")
+}
+
+var grpcLoadLine = regexp.MustCompile(`^ok (\d+) seconds ([0-9.]+)`)
+
+// grpcRound serves for d under load, traced when traced is not nil.
+func grpcRound(b *testing.B, d time.Duration, traced *tracedStats) runStats {
+	b.Helper()
+	srv := startProc(b, nil, bins.grpcpair, "server")
+	defer srv.cmd.Process.Kill()
+	var addr string
+	waitFor(b, 15*time.Second, "the gRPC server", func() bool {
+		var ok bool
+		addr, ok = listenLine(srv.stdout.String())
+		return ok
+	})
+	var s *sondeRun
+	if traced != nil {
+		rcv := otlptest.Start(b)
+		args := []string{"--pid", strconv.Itoa(srv.pid()), "--output", "otlp"}
+		if traced.noGo {
+			args = append(args, "--go=false")
+		}
+		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()}, args...)
+		if !traced.noGo {
+			waitFor(b, 60*time.Second, "Go probes on the gRPC server", func() bool {
+				return s.countLogs("Go probes attached") > 0
+			})
+		}
+	}
+	cpu0, err := procCPU(srv.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sonde0 time.Duration
+	if s != nil {
+		if sonde0, err = procCPU(s.pid()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	out := run(b, bins.grpcpair, "load", addr, "8", d.String())
+	m := grpcLoadLine.FindStringSubmatch(out)
+	if m == nil {
+		b.Fatalf("grpcpair load:\n%s", out)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	secs, _ := strconv.ParseFloat(m[2], 64)
+	cpu1, err := procCPU(srv.pid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	if s != nil {
+		time.Sleep(500 * time.Millisecond) // the backlog of this round is its work too
+		sonde1, err := procCPU(s.pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		traced.cpu = sonde1 - sonde0
+		if traced.rss, err = peakRSS(s.pid()); err != nil {
+			b.Fatal(err)
+		}
+		r := s.stop(b)
+		// Every call must have become a span, or the figures flatter us.
+		if got := int64(r.stat("spans")); got < n {
+			b.Fatalf("%d calls but %d spans (lost %v)", n, got, r.stats["lost"])
+		}
+		if !traced.noGo && int64(r.stat("go_grpc_spans")) < n {
+			b.Fatalf("%d calls but %d spans from the Go probes", n, int64(r.stat("go_grpc_spans")))
+		}
+	}
+	return runStats{requests: n, elapsed: time.Duration(secs * float64(time.Second)), cpu: cpu1 - cpu0}
+}
+
+// listenLine reads the "listening ADDR" line a test server prints first.
+func listenLine(out string) (string, bool) {
+	var addr string
+	if _, err := fmt.Sscanf(out, "listening %s\n", &addr); err != nil {
+		return "", false
+	}
+	return addr, true
+}
