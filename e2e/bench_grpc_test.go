@@ -19,9 +19,10 @@ import (
 // is selected; spans go over OTLP/gRPC to a receiver in this process.
 //
 // Reported: the throughput ratio traced/untraced, the server CPU per call
-// the probes add (at the lower traced rate a Go server spends a little
+// that tracing adds (at the lower traced rate a Go server spends a little
 // more per call, so this is an upper bound), sonde's CPU per call and its
-// peak RSS; and the same ratio for the socket-only leg.
+// peak RSS; and the ratio and added CPU of the socket-only leg, which
+// split the probes' share from the socket path's.
 func BenchmarkGRPCUnary(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
@@ -46,6 +47,7 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	b.ReportMetric(base.rate(), "untraced_calls/s")
 	b.ReportMetric(traced.rate(), "traced_calls/s")
 	b.ReportMetric(traced.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call")
+	b.ReportMetric(sockets.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call_sockets_only")
 	b.ReportMetric(base.cpuPerReq(), "server_µs/call_untraced")
 	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/call")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")

@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sondehq/sonde/tracer/export"
 )
 
 // goTracer is a hand-built tracer whose process 7 runs under Go probes.
@@ -29,6 +32,7 @@ type goEvent struct {
 	span, parent                               uint64
 	status                                     uint32
 	method, path, query, pattern, host, remote string
+	grpc                                       bool
 }
 
 // send encodes a Go probe event as the kernel does: header, go_span, then
@@ -40,6 +44,9 @@ func (g goEvent) send(t *testing.T, tr *Tracer) {
 		MethodLen: uint16(len(g.method)), PathLen: uint16(len(g.path)), QueryLen: uint16(len(g.query)),
 		PatternLen: uint16(len(g.pattern)), HostLen: uint16(len(g.host)), RemoteLen: uint16(len(g.remote)),
 		ProtoMajor: 1,
+	}
+	if g.grpc {
+		gs.Grpc, gs.ProtoMajor = 1, 2
 	}
 	var b bytes.Buffer
 	if err := binary.Write(&b, binary.NativeEndian, &gs); err != nil {
@@ -178,5 +185,92 @@ func TestGoClientViewsMergeByEnd(t *testing.T) {
 	}
 	if st := tr.Stats(); st.GoMerged != 1 || st.GoSocketOnly != 0 {
 		t.Errorf("merged %d, socket-only %d; want 1 and 0", st.GoMerged, st.GoSocketOnly)
+	}
+}
+
+func attrOf(s *export.Span, k string) string {
+	for _, kv := range s.Attributes {
+		if string(kv.Key) == k {
+			return kv.Value.Emit()
+		}
+	}
+	return ""
+}
+
+// A grpc-go call the probes saw is an RPC span named by its method, with
+// its code; a server call on a connection the socket capture has not seen
+// (or sees as TLS) waits for no twin, and a client call names its server
+// from the ClientConn's authority.
+func TestGoGRPCSpans(t *testing.T) {
+	tr, sink := goTracer(t)
+	goEvent{kind: eventGoServer, fd: 9, start: 1_000, end: 2_000, trace: [2]uint64{3, 4}, span: 0x31,
+		status: 5, path: "/shop.Stock/Get", grpc: true}.send(t, tr)
+	if len(sink.spans) != 1 {
+		t.Fatalf("server call on an unseen connection: %d spans, want 1 at once", len(sink.spans))
+	}
+	srv := sink.spans[0]
+	if srv.Name != "shop.Stock/Get" || srv.Kind != trace.SpanKindServer || srv.Status != codes.Error ||
+		attrOf(srv, "rpc.system.name") != "grpc" || attrOf(srv, "rpc.method") != "shop.Stock/Get" ||
+		attrOf(srv, "rpc.response.status_code") != "NOT_FOUND" || attrOf(srv, "error.type") != "NOT_FOUND" {
+		t.Errorf("server span: %+v", srv)
+	}
+	goEvent{kind: eventGoClient, fd: -1, start: 1_100, end: 1_900, trace: [2]uint64{3, 4}, span: 0x32, parent: 0x31,
+		status: 0, path: "/shop.Price/Quote", host: "price.internal:50051", grpc: true}.send(t, tr)
+	goEvent{kind: eventGoClient, fd: -1, start: 1_100, end: 1_900, trace: [2]uint64{5, 6}, span: 0x33,
+		status: 0, path: "/a.B/C", host: "/run/app.sock", grpc: true}.send(t, tr)
+	tr.expireHeld(time.Now().Add(goChildHold+time.Second), true)
+	if len(sink.spans) != 3 {
+		t.Fatalf("%d spans, want 3", len(sink.spans))
+	}
+	for _, sp := range sink.spans[1:] {
+		switch sp.Name {
+		case "shop.Price/Quote":
+			if sp.Kind != trace.SpanKindClient || sp.Status == codes.Error || sp.Parent.SpanID() != srv.SpanID ||
+				attrOf(sp, "server.address") != "price.internal" || attrOf(sp, "server.port") != "50051" ||
+				attrOf(sp, "rpc.response.status_code") != "OK" {
+				t.Errorf("client span: %+v", sp)
+			}
+		case "a.B/C":
+			if attrOf(sp, "server.address") != "" {
+				t.Errorf("a unix socket authority is no server.address: %+v", sp)
+			}
+		default:
+			t.Errorf("span %q", sp.Name)
+		}
+	}
+}
+
+// A socket view whose HTTP/2 headers are unknown (no method, no path) is
+// the twin of the Go view of the same connection (server) or server port
+// (client) that starts or ends with it, and of no other.
+func TestTakeTwinHeadersUnknown(t *testing.T) {
+	at := func(kind trace.SpanKind, start int) *export.Span {
+		base := time.Unix(1000, 0)
+		return &export.Span{Kind: kind, Start: base.Add(time.Duration(start) * time.Millisecond), End: base.Add(time.Duration(start+5) * time.Millisecond)}
+	}
+	goViews := []*heldView{
+		{span: at(trace.SpanKindServer, 0), tgid: 7, fd: 4, method: "POST", path: "/a.B/C"},
+		{span: at(trace.SpanKindServer, 0), tgid: 7, fd: 5, method: "POST", path: "/a.B/D"},
+		{span: at(trace.SpanKindClient, 0), tgid: 7, fd: -1, method: "POST", path: "/a.B/E", port: 9000},
+		{span: at(trace.SpanKindClient, 0), tgid: 7, fd: -1, method: "POST", path: "/a.B/F", port: 9001},
+	}
+	list := append([]*heldView(nil), goViews...)
+	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 7, 5, "", "", 0); h != goViews[1] {
+		t.Errorf("server: took %+v, want the view on fd 5", h)
+	}
+	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 9001); h != goViews[3] {
+		t.Errorf("client: took %+v, want the view of port 9001", h)
+	}
+	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 0); h != nil {
+		t.Errorf("client of an unknown port: took %+v", h)
+	}
+	if h := takeTwin(&list, at(trace.SpanKindServer, 5000), 7, 4, "", "", 0); h != nil {
+		t.Errorf("server view seconds apart: took %+v", h)
+	}
+	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 8, 4, "", "", 0); h != nil {
+		t.Errorf("another process: took %+v", h)
+	}
+	if len(list) != 2 {
+		t.Errorf("%d views left, want 2", len(list))
 	}
 }
