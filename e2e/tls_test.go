@@ -304,6 +304,10 @@ func TestTLSNginxProxy(t *testing.T) {
 	if c := len(distinct(nginxServer, "network.peer.port")); c != n {
 		t.Errorf("want nginx server spans from %d connections, got %d", n, c)
 	}
+	// Same-host linking, through TLS and in clear: nginx's server span is
+	// the child of curl's span, python's of nginx's upstream call.
+	wantLinked(t, "nginx server under curl", nginxServer, curls)
+	wantLinked(t, "python under nginx", pyServer, nginxClient)
 	wantTLSClean(t, r)
 	wantLibsslProbed(t, r)
 }

@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/sondehq/sonde/protocols/http1"
 	"github.com/sondehq/sonde/protocols/http2"
@@ -78,7 +79,11 @@ type conn struct {
 type connTable struct {
 	byKey   map[connKey]*conn
 	perProc map[uint32]int // connections per tgid: most exiting processes have none
-	lru     *list.List     // front = most recently used
+	// byTuple counts connections by (local, remote): same-host linking
+	// asks whether the other end of a connection is tracked too.
+	byTuple map[[2]netip.AddrPort]int
+	closed  map[[2]netip.AddrPort]time.Time // recently removed, for traced
+	lru     *list.List                      // front = most recently used
 	max     int
 	limits  *http1.Limits
 	// Read by Stats from other goroutines while the event loop changes
@@ -88,7 +93,39 @@ type connTable struct {
 }
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
-	return &connTable{byKey: make(map[connKey]*conn), perProc: make(map[uint32]int), lru: list.New(), max: max, limits: limits}
+	return &connTable{byKey: make(map[connKey]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
+		closed: make(map[[2]netip.AddrPort]time.Time),
+		lru:    list.New(), max: max, limits: limits}
+}
+
+// traced reports whether a tracked connection has, or had a moment ago,
+// these local and remote addresses: whether sonde sees that end of a
+// connection too. A moment ago, because the end that closes first (a
+// server answering HTTP/1.0) may be gone before the other end's view of
+// the last exchange is complete.
+func (t *connTable) traced(local, remote netip.AddrPort) bool {
+	tuple := [2]netip.AddrPort{local, remote}
+	if t.byTuple[tuple] > 0 {
+		return true
+	}
+	at, ok := t.closed[tuple]
+	return ok && time.Since(at) < closedTupleTTL
+}
+
+// closedTupleTTL is how long a closed connection's addresses are
+// remembered for traced; closedTupleMax bounds how many are.
+const (
+	closedTupleTTL = 5 * time.Second
+	closedTupleMax = 65536
+)
+
+// pruneClosed forgets the closed connections older than closedTupleTTL.
+func (t *connTable) pruneClosed(now time.Time) {
+	for k, at := range t.closed {
+		if now.Sub(at) >= closedTupleTTL {
+			delete(t.closed, k)
+		}
+	}
 }
 
 func (t *connTable) get(k connKey) *conn {
@@ -119,6 +156,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
 	t.perProc[c.key.tgid]++
+	t.byTuple[[2]netip.AddrPort{c.local, c.remote}]++
 	t.count.Store(int64(len(t.byKey)))
 	return evicted
 }
@@ -129,6 +167,13 @@ func (t *connTable) remove(c *conn) {
 		t.lru.Remove(c.elem)
 		if t.perProc[c.key.tgid]--; t.perProc[c.key.tgid] <= 0 {
 			delete(t.perProc, c.key.tgid)
+		}
+		tuple := [2]netip.AddrPort{c.local, c.remote}
+		if t.byTuple[tuple]--; t.byTuple[tuple] <= 0 {
+			delete(t.byTuple, tuple)
+		}
+		if len(t.closed) < closedTupleMax {
+			t.closed[tuple] = time.Now()
 		}
 		t.count.Store(int64(len(t.byKey)))
 	}

@@ -37,10 +37,12 @@ import (
 //     ID: the parent learns an incoming traceparent only at its end, and a
 //     client call ends before the request that made it.
 const (
-	goHold       = time.Second
-	goChildHold  = 30 * time.Second
-	goHeldMax    = 65536
-	goRewriteTTL = time.Minute
+	goHold      = time.Second
+	goChildHold = 30 * time.Second
+	goHeldMax   = 65536
+	// goRewriteTTL is how long a final parent's trace ID is kept for a
+	// child that ends after it: a goroutine the handler left running.
+	goRewriteTTL = 10 * time.Second
 )
 
 // heldView is one view of an exchange waiting for its twin.
@@ -164,11 +166,14 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 			g.Parent = sock.Parent
 		}
 	}
+	if sock != nil {
+		t.moveLink(sock, g)
+	}
 	if g.Kind == trace.SpanKindServer {
-		t.releaseChildren(g)
-		t.exportSpan(g)
+		t.finishServer(g)
 		return
 	}
+	t.settleClient(g)
 	t.exportChild(g)
 }
 
@@ -176,22 +181,30 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 // the parent is a server span of the process.
 func (t *Tracer) exportChild(s *export.Span) {
 	if !s.Parent.IsValid() {
-		t.exportSpan(s)
+		t.finalize(s)
 		return
 	}
 	parent := s.Parent.SpanID()
 	if rw, ok := t.gostate.rewrites[parent]; ok {
 		s.TraceID = rw.traceID
 		s.Parent = s.Parent.WithTraceID(rw.traceID)
-		t.exportSpan(s)
+		t.finalize(s)
 		return
 	}
+	if !t.holdChild(parent, s) {
+		t.finalize(s) // bounded: export with the kernel's trace ID
+	}
+}
+
+// holdChild holds s until the span parent is final; false when the bound
+// on held spans is reached.
+func (t *Tracer) holdChild(parent trace.SpanID, s *export.Span) bool {
 	if t.gostate.held >= goHeldMax {
-		t.exportSpan(s) // bounded: export with the kernel's trace ID
-		return
+		return false
 	}
 	t.gostate.children[parent] = append(t.gostate.children[parent], &heldChild{span: s, deadline: time.Now().Add(goChildHold)})
 	t.gostate.held++
+	return true
 }
 
 var goSpanSize = int(unsafe.Sizeof(gohttpGoSpan{}))
@@ -289,13 +302,14 @@ func (t *Tracer) hold(list *[]*heldView, h *heldView) {
 // ended, in its final trace.
 func (t *Tracer) releaseChildren(parent *export.Span) {
 	t.gostate.rewrites[parent.SpanID] = goRewrite{traceID: parent.TraceID, at: time.Now()}
-	for _, c := range t.gostate.children[parent.SpanID] {
+	children := t.gostate.children[parent.SpanID]
+	delete(t.gostate.children, parent.SpanID)
+	for _, c := range children {
 		c.span.TraceID = parent.TraceID
 		c.span.Parent = c.span.Parent.WithTraceID(parent.TraceID)
-		t.exportSpan(c.span)
 		t.gostate.held--
+		t.finalize(c.span) // its own children, in turn
 	}
-	delete(t.gostate.children, parent.SpanID)
 }
 
 // expireHeld exports what waited past its hold: views whose twin never
@@ -306,7 +320,7 @@ func (t *Tracer) expireHeld(now time.Time, all bool) {
 	for _, h := range t.gostate.sockets {
 		if all || now.After(h.deadline) {
 			t.stats.goSocketOnly.Add(1)
-			t.exportSpan(h.span)
+			t.settleSocketView(h.span)
 			continue
 		}
 		kept = append(kept, h)
@@ -323,11 +337,13 @@ func (t *Tracer) expireHeld(now time.Time, all bool) {
 	}
 	clear(t.gostate.gos[len(keptGo):])
 	t.gostate.gos = keptGo
+	t.expireLinks(now, all)
+	var expired []*export.Span
 	for parent, cs := range t.gostate.children {
 		keep := cs[:0]
 		for _, c := range cs {
 			if all || now.After(c.deadline) {
-				t.exportSpan(c.span)
+				expired = append(expired, c.span)
 				t.gostate.held--
 				continue
 			}
@@ -338,6 +354,10 @@ func (t *Tracer) expireHeld(now time.Time, all bool) {
 		} else {
 			t.gostate.children[parent] = keep
 		}
+	}
+	// Finalized after the walk: each may release children of its own.
+	for _, s := range expired {
+		t.finalize(s)
 	}
 	for id, rw := range t.gostate.rewrites {
 		if all || now.Sub(rw.at) > goRewriteTTL {

@@ -59,7 +59,7 @@ func (t *Tracer) flushUpgrade(c *conn) {
 	}
 	x := c.upgrade
 	c.upgrade = nil
-	t.deliver(c, t.httpSpan(c, c.proc, x), t.goProbes.covers(c.key.tgid), x.Request.Method, x.Request.Target)
+	t.deliver(c, t.httpSpan(c, c.proc, x), t.goProbes.covers(c.key.tgid), x.Request.Method, x.Request.Target, 0)
 }
 
 // feedHTTP2 hands a chunk of an HTTP/2 connection to its parser and turns
@@ -84,7 +84,7 @@ func (t *Tracer) emitHTTP2(c *conn, xs []http2.Exchange) {
 		if x.Request.HeadersUnknown || x.Response.HeadersUnknown {
 			t.stats.http2HeadersUnknown.Add(1)
 		}
-		t.deliver(c, t.http2Span(c, c.proc, x), covered, x.Request.Method, x.Request.Path)
+		t.deliver(c, t.http2Span(c, c.proc, x), covered, x.Request.Method, x.Request.Path, linkStream|uint64(x.StreamID))
 	}
 	t.h2buf = xs[:0]
 }

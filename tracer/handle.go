@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
 	"github.com/sondehq/sonde/protocols/http1"
@@ -190,14 +191,26 @@ func looksLikeTLSRecord(data []byte) bool {
 }
 
 // deliver exports a span of the socket view or, in a process under Go
-// probes, hands it to the merge with its Go twin.
-func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target string) {
+// probes, hands it to the merge with its Go twin. seq is the exchange's
+// place on the connection, for same-host linking (link.go).
+func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target string, seq uint64) {
+	t.noteLink(c, s, seq)
 	if covered {
 		path, _ := splitTarget(target)
 		t.onSocketView(c, s, method, path)
 		return
 	}
-	t.exportSpan(s)
+	t.settleSocketView(s)
+}
+
+// settleSocketView exports a socket-view span that has no Go twin.
+func (t *Tracer) settleSocketView(s *export.Span) {
+	if s.Kind == trace.SpanKindServer {
+		t.finishServer(s)
+		return
+	}
+	t.settleClient(s)
+	t.finalize(s)
 }
 
 // emit turns finished exchanges into spans.
@@ -206,9 +219,11 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 		return
 	}
 	c.inError = false
+	first := c.exchanges + 1
 	c.exchanges += uint64(len(xs))
 	covered := t.goProbes.covers(c.key.tgid)
 	for i := range xs {
+		seq := first + uint64(i)
 		if xs[i].Response.StatusCode == 101 && !xs[i].Incomplete {
 			// Held until the next bytes say what the connection switched
 			// to: for h2c, the upgraded request's span is stream 1's.
@@ -216,7 +231,7 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 			c.upgrade = &x
 			continue
 		}
-		t.deliver(c, t.httpSpan(c, c.proc, &xs[i]), covered, xs[i].Request.Method, xs[i].Request.Target)
+		t.deliver(c, t.httpSpan(c, c.proc, &xs[i]), covered, xs[i].Request.Method, xs[i].Request.Target, seq)
 	}
 	t.xbuf = xs[:0]
 }

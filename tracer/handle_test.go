@@ -32,6 +32,8 @@ func handTracer(t *testing.T, fp *fakeProc, maxConns int) (*Tracer, *collectSink
 		rejected:  make(map[uint32]bool),
 	}
 	tr.stats.parseErrors = make(map[string]uint64)
+	tr.gostate.init()
+	tr.linking.init()
 	return tr, sink
 }
 

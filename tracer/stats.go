@@ -67,6 +67,11 @@ type Stats struct {
 	GoSpans, GoMerged, GoSocketOnly uint64
 	// GoGRPCSpans counts the Go spans that are grpc-go calls.
 	GoGRPCSpans uint64
+
+	// Same-host linking: spans of exchanges whose both ends sonde sees,
+	// server spans made children of their client span, and server spans
+	// whose client span did not come in time.
+	LinkCandidates, Linked, LinkUnmatched uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call while Run
@@ -91,6 +96,9 @@ func (t *Tracer) Stats() Stats {
 		AttachDelayMax:      time.Duration(t.stats.attachDelayMax.Load()),
 		GoSpans:             t.stats.goSpans.Load(),
 		GoGRPCSpans:         t.stats.goGRPCSpans.Load(),
+		LinkCandidates:      t.stats.linkCandidates.Load(),
+		Linked:              t.stats.linked.Load(),
+		LinkUnmatched:       t.stats.linkUnmatched.Load(),
 		GoMerged:            t.stats.goMerged.Load(),
 		GoSocketOnly:        t.stats.goSocketOnly.Load(),
 		Ciphertext:          t.stats.ciphertext.Load(),

@@ -39,6 +39,7 @@ type Tracer struct {
 	sslColl   *ebpf.Collection
 	sslProbes *sslProbes
 	gostate   goState
+	linking   linkState
 	links     []link.Link
 	reader    *ringbuf.Reader
 
@@ -96,6 +97,7 @@ type counters struct {
 	attached, attachFailures              atomic.Uint64
 	goSpans, goMerged, goSocketOnly       atomic.Uint64
 	goGRPCSpans                           atomic.Uint64
+	linkCandidates, linked, linkUnmatched atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
 	processes                             atomic.Int64
 
@@ -128,6 +130,7 @@ func New(opts *Options) (*Tracer, error) {
 	}
 	t.stats.parseErrors = make(map[string]uint64)
 	t.gostate.init()
+	t.linking.init()
 	t.host, _ = os.Hostname()
 	if err := t.clock.sync(); err != nil {
 		return nil, fmt.Errorf("read clocks: %w", err)
@@ -478,6 +481,7 @@ func (t *Tracer) tick() {
 	}
 	t.countProcesses()
 	t.expireHeld(time.Now(), false)
+	t.conns.pruneClosed(time.Now())
 }
 
 // recheckLibraries looks again, now and then, at the libraries traced
