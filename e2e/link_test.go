@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"encoding/json"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -96,5 +98,81 @@ func wantLinked(t *testing.T, label string, children, parents []span) {
 			t.Errorf("%s: two spans linked to one call: %s", label, p)
 		}
 		used[p.SpanID] = true
+	}
+}
+
+// The service map, from a running sonde and from a recording: curl calls
+// python three times (one of them a 404), grpc-go calls itself five times.
+func TestServiceMap(t *testing.T) {
+	requireTracing(t)
+	testutil.RequireUprobes(t)
+	curl := testutil.RequireTool(t, "curl")
+	python := requirePython(t)
+	pyPort := freePort(t)
+	py := startProc(t, nil, python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", t.TempDir(), pyPort)
+	waitPort(t, "127.0.0.1:"+pyPort)
+	_, grpcAddr := startListener(t, bins.grpcpair, "server")
+	metricsAddr := "127.0.0.1:" + freePort(t)
+	rec := filepath.Join(t.TempDir(), "spans.jsonl")
+	s := startSonde(t, nil, "--exe", "curl", "--pid", strconv.Itoa(py.pid()), "--exe", bins.grpcpair,
+		"--record", rec, "--metrics-addr", metricsAddr)
+	waitGoProbesOn(t, s, bins.grpcpair)
+	u := "http://127.0.0.1:" + pyPort + "/"
+	for range 3 {
+		run(t, curl, "-s", "-o", "/dev/null", u)
+	}
+	if out := run(t, bins.grpcpair, "client", grpcAddr, "1"); out != "ok 1\n" {
+		t.Fatalf("grpcpair client: %q", out)
+	}
+	pyService := ""
+	waitFor(t, 30*time.Second, "the spans", func() bool {
+		spans := s.jsonSpans()
+		for _, sp := range filter(spans, byPID(py.pid())) {
+			pyService = sp.res("service.name")
+		}
+		return len(spans) >= 2*(3+5)
+	})
+	type edge struct {
+		Client, Server string
+		External       bool
+		Requests       int
+		P50            float64 `json:"p50_ms"`
+	}
+	check := func(label string, out string) {
+		t.Helper()
+		var m struct{ Edges []edge }
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("%s: %v\n%s", label, err, out)
+		}
+		want := map[string]int{"curl->" + pyService: 3, "grpcpair->grpcpair": 5}
+		for _, e := range m.Edges {
+			k := e.Client + "->" + e.Server
+			if n, ok := want[k]; ok {
+				if e.Requests != n || e.External || e.P50 <= 0 {
+					t.Errorf("%s: edge %+v, want %d requests", label, e, n)
+				}
+				delete(want, k)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("%s: edges %v missing from %s", label, want, out)
+		}
+	}
+	// Client spans wait two seconds for a server span before they count
+	// as calls to an address: the map is asked after that.
+	time.Sleep(2500 * time.Millisecond)
+	check("running sonde", run(t, bins.sonde, "map", "--from", "http://"+metricsAddr, "--format", "json"))
+	s.stop(t)
+	check("recording", run(t, bins.sonde, "map", "--from", rec, "--format", "json"))
+	table := run(t, bins.sonde, "map", "--from", rec)
+	dot := run(t, bins.sonde, "map", "--from", rec, "--format", "dot")
+	mermaid := run(t, bins.sonde, "map", "--from", rec, "--format", "mermaid")
+	for label, out := range map[string]string{"table": table, "dot": dot, "mermaid": mermaid} {
+		if !strings.Contains(out, pyService) || !strings.Contains(out, "grpcpair") || !strings.Contains(out, "curl") {
+			t.Errorf("%s lacks a node:\n%s", label, out)
+		}
+	}
+	if !strings.Contains(dot, `"curl" -> "`+pyService+`"`) || !strings.HasPrefix(mermaid, "flowchart LR") {
+		t.Errorf("dot:\n%s\nmermaid:\n%s", dot, mermaid)
 	}
 }

@@ -20,6 +20,7 @@ func commands() []command {
 	return []command{
 		{name: "trace", summary: "attach to processes and export a span per HTTP exchange", run: traceCmd},
 		{name: "demo", summary: "start sample services, trace them and print their traces", run: demoCmd},
+		{name: "map", summary: "print the service map of a running sonde or of a recording: who calls whom, how often, how fast", run: mapCmd},
 		{name: "ps", summary: "list processes: language, TLS library, whether trace would select them and why", run: psCmd},
 		{name: "doctor", summary: "report the kernel features sonde uses and what their absence costs", run: doctorCmd},
 		{name: "version", summary: "print the version", run: versionCmd},

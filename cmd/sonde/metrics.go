@@ -15,6 +15,7 @@ import (
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/metrics"
+	"github.com/sondehq/sonde/tracer/servicemap"
 )
 
 // listenMetrics binds the metrics address. It returns a nil listener when
@@ -38,7 +39,7 @@ func listenMetrics(a listenAddr, log *slog.Logger) (net.Listener, error) {
 }
 
 // serveMetrics serves /metrics on ln until the returned stop is called.
-func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, log *slog.Logger) (stop func(), err error) {
+func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, live *servicemap.Live, log *slog.Logger) (stop func(), err error) {
 	reg, err := metrics.NewRegistry(metrics.NewCollector(snap, &metrics.Options{
 		Build:             metrics.Build{Version: version, Revision: vcsRevision()},
 		ParseErrorReasons: parseErrorReasons(),
@@ -48,6 +49,12 @@ func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, log *slog.Logge
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metrics.Handler(reg))
+	if live != nil {
+		mux.HandleFunc("/map", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = servicemap.WriteJSON(w, live.Map())
+		})
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -19,6 +19,7 @@ import (
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
+	"github.com/sondehq/sonde/tracer/servicemap"
 	"github.com/sondehq/sonde/tracer/features"
 )
 
@@ -34,6 +35,7 @@ type traceConfig struct {
 	maxConns     int
 	tls          bool
 	goProbes     bool
+	record       string
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
@@ -60,6 +62,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
 	c.metricsAddr = listenAddr{addr: defaultMetricsAddr}
 	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
+	fs.StringVar(&c.record, "record", "", "also write every span to this file, as JSON lines, for sonde map --from FILE")
 	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
@@ -281,6 +284,26 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	if err != nil {
 		return fmt.Errorf("set up export: %w", err)
 	}
+	sinks := teeSink{exp}
+	var recorder *export.Exporter
+	if cfg.record != "" {
+		f, err := os.Create(cfg.record)
+		if err != nil {
+			_ = exp.Shutdown(context.Background())
+			return fmt.Errorf("record: %w", err)
+		}
+		defer f.Close()
+		if recorder, err = export.New(ctx, &export.Options{Format: export.FormatJSON, Writer: f}); err != nil {
+			_ = exp.Shutdown(context.Background())
+			return fmt.Errorf("record: %w", err)
+		}
+		sinks = append(sinks, recorder)
+	}
+	var live *servicemap.Live
+	if metricsLn != nil {
+		live = servicemap.NewLive(nil)
+		sinks = append(sinks, live)
+	}
 	t, err := tracer.New(&tracer.Options{
 		PIDs:            cfg.pids,
 		Exe:             cfg.exes,
@@ -291,7 +314,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		MaxConns:        cfg.maxConns,
 		NoSSLProbes:     !cfg.tls,
 		NoGoProbes:      !cfg.goProbes,
-		Sink:            exp,
+		Sink:            sinks.sink(),
 		Logger:          log,
 	})
 	if err != nil {
@@ -299,7 +322,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		return err
 	}
 	if metricsLn != nil {
-		stopMetrics, err := serveMetrics(metricsLn, snapshot(t, exp), log)
+		stopMetrics, err := serveMetrics(metricsLn, snapshot(t, exp), live, log)
 		if err != nil {
 			t.Close()
 			_ = exp.Shutdown(context.Background())
@@ -319,6 +342,14 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	flushCtx, cancel := context.WithTimeout(context.Background(), cfg.flushTimeout)
 	defer cancel()
 	shutErr := exp.Shutdown(flushCtx)
+	if recorder != nil {
+		if err := recorder.Shutdown(flushCtx); err != nil {
+			log.Error("record: spans not written", "file", cfg.record, "error", err)
+		}
+		if st := recorder.Stats(); st.Exported != st.Received {
+			log.Warn("record: spans not written", "file", cfg.record, "received", st.Received, "written", st.Exported, "error", st.LastError)
+		}
+	}
 	logFinalStats(log, t.Stats(), exp.Stats())
 	if runErr != nil {
 		return runErr
@@ -471,4 +502,21 @@ func (b *byteSize) Set(in string) error {
 	}
 	*b = byteSize(n * mult)
 	return nil
+}
+
+// teeSink hands every span to each of its sinks.
+type teeSink []tracer.Sink
+
+func (ts teeSink) Export(s *export.Span) {
+	for _, sink := range ts {
+		sink.Export(s)
+	}
+}
+
+// sink is the one sink itself when there is only one.
+func (ts teeSink) sink() tracer.Sink {
+	if len(ts) == 1 {
+		return ts[0]
+	}
+	return ts
 }
