@@ -19,8 +19,8 @@ import (
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
-	"github.com/sondehq/sonde/tracer/servicemap"
 	"github.com/sondehq/sonde/tracer/features"
+	"github.com/sondehq/sonde/tracer/servicemap"
 )
 
 // traceConfig is what `sonde trace` and `sonde demo` share.
