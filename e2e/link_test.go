@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sondehq/sonde/internal/otlptest"
 	"github.com/sondehq/sonde/internal/testutil"
 )
 
@@ -174,5 +176,67 @@ func TestServiceMap(t *testing.T) {
 	}
 	if !strings.Contains(dot, `"curl" -> "`+pyService+`"`) || !strings.HasPrefix(mermaid, "flowchart LR") {
 		t.Errorf("dot:\n%s\nmermaid:\n%s", dot, mermaid)
+	}
+}
+
+// The service graph metrics go over OTLP with the spans, named and
+// labelled as Grafana's service graphs query them: curl called python four
+// times, one of them a 404.
+func TestServiceGraphMetrics(t *testing.T) {
+	requireTracing(t)
+	curl := testutil.RequireTool(t, "curl")
+	python := requirePython(t)
+	www := t.TempDir()
+	os.WriteFile(filepath.Join(www, "hello.txt"), []byte("hello\n"), 0o644)
+	pyPort := freePort(t)
+	py := startProc(t, nil, python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", www, pyPort)
+	waitPort(t, "127.0.0.1:"+pyPort)
+	rcv := otlptest.Start(t)
+	s := startSonde(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint(), "OTEL_METRIC_EXPORT_INTERVAL=500"},
+		"--output", "otlp", "--exe", "curl", "--pid", strconv.Itoa(py.pid()))
+	u := "http://127.0.0.1:" + pyPort
+	for _, p := range []string{"/hello.txt", "/hello.txt", "/missing", "/hello.txt"} {
+		run(t, curl, "-s", "-o", "/dev/null", u+p)
+	}
+	spans := rcv.WaitSpans(t, 8, 30*time.Second)
+	pyService := ""
+	for _, sp := range spans {
+		if sp.Kind == "server" {
+			pyService, _ = sp.Resource["service.name"].(string)
+		}
+	}
+	latest := func(pts []otlptest.Point, name string) (otlptest.Point, bool) {
+		var last otlptest.Point
+		found := false
+		for _, p := range pts {
+			if p.Metric == name && p.Attributes["client"] == "curl" && p.Attributes["server"] == pyService {
+				last, found = p, true
+			}
+		}
+		return last, found
+	}
+	pts := rcv.WaitPoints(t, 30*time.Second, func(pts []otlptest.Point) bool {
+		p, ok := latest(pts, "traces_service_graph_request_total")
+		return ok && p.Value >= 4
+	})
+	s.stop(t)
+	total, _ := latest(pts, "traces_service_graph_request_total")
+	failed, okFailed := latest(pts, "traces_service_graph_request_failed_total")
+	client, okClient := latest(pts, "traces_service_graph_request_client_seconds")
+	server, okServer := latest(pts, "traces_service_graph_request_server_seconds")
+	if total.Value != 4 || !total.Monotonic || !total.Cumulative || total.Attributes["connection_type"] != nil {
+		t.Errorf("request_total: %+v", total)
+	}
+	if !okFailed || failed.Value != 1 {
+		t.Errorf("request_failed_total: %+v", failed)
+	}
+	if !okClient || client.Count != 4 || client.Sum <= 0 || client.Unit != "s" {
+		t.Errorf("request_client_seconds: %+v", client)
+	}
+	if !okServer || server.Count != 4 || server.Sum <= 0 || server.Sum > client.Sum {
+		t.Errorf("request_server_seconds: %+v (client %+v)", server, client)
+	}
+	if total.Resource["service.name"] != "sonde" {
+		t.Errorf("metrics resource %v, want service.name=sonde", total.Resource)
 	}
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/sondehq/sonde/tracer"
 	"github.com/sondehq/sonde/tracer/discover"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/features"
 	"github.com/sondehq/sonde/tracer/servicemap"
@@ -299,10 +301,31 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		}
 		sinks = append(sinks, recorder)
 	}
+	// The live service map serves sonde map on the metrics address, and,
+	// when spans go over OTLP, the service graph metrics go with them.
 	var live *servicemap.Live
-	if metricsLn != nil {
-		live = servicemap.NewLive(nil)
+	var meters *sdkmetric.MeterProvider
+	if exp.Format() == export.FormatOTLP {
+		if meters, err = export.NewMeterProvider(ctx); err != nil {
+			_ = exp.Shutdown(context.Background())
+			return fmt.Errorf("set up metrics export: %w", err)
+		}
+	}
+	if metricsLn != nil || meters != nil {
+		var opts servicemap.Options
+		if meters != nil {
+			graph, err := servicemap.NewMetrics(meters)
+			if err != nil {
+				_ = exp.Shutdown(context.Background())
+				return err
+			}
+			opts.Observe = graph.Observe
+		}
+		live = servicemap.NewLive(&opts)
 		sinks = append(sinks, live)
+		flushCtx, stopFlush := context.WithCancel(ctx)
+		defer stopFlush()
+		go live.FlushEvery(flushCtx, time.Second)
 	}
 	t, err := tracer.New(&tracer.Options{
 		PIDs:            cfg.pids,
@@ -342,6 +365,14 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 	flushCtx, cancel := context.WithTimeout(context.Background(), cfg.flushTimeout)
 	defer cancel()
 	shutErr := exp.Shutdown(flushCtx)
+	if live != nil {
+		live.Close()
+	}
+	if meters != nil {
+		if err := meters.Shutdown(flushCtx); err != nil {
+			log.Error("service graph metrics not exported", "error", err)
+		}
+	}
 	if recorder != nil {
 		if err := recorder.Shutdown(flushCtx); err != nil {
 			log.Error("record: spans not written", "file", cfg.record, "error", err)

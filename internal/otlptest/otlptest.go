@@ -1,8 +1,9 @@
 // Package otlptest runs a real OTLP trace receiver in-process, so tests can
 // check what an exporter actually put on the wire.
 //
-// The receiver speaks OTLP/gRPC (the collector TraceService) and OTLP/HTTP
-// with protobuf bodies, both on loopback ports chosen by the kernel.
+// The receiver speaks OTLP/gRPC (the collector TraceService, and the
+// MetricsService for sums and histograms) and OTLP/HTTP with protobuf
+// bodies for traces, on loopback ports chosen by the kernel.
 package otlptest
 
 import (
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	colmetricspb "go.opentelemetry.io/proto/otlp/collector/metrics/v1"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -60,6 +62,7 @@ type Receiver struct {
 	failCode codes.Code
 	failed   int
 	changed  chan struct{} // closed and replaced whenever a request arrives
+	points   []Point
 }
 
 // Start starts a receiver on 127.0.0.1; it is stopped when tb's test ends.
@@ -81,6 +84,7 @@ func Start(tb testing.TB) *Receiver {
 
 	gs := grpc.NewServer()
 	coltracepb.RegisterTraceServiceServer(gs, r)
+	colmetricspb.RegisterMetricsServiceServer(gs, metricsService{r: r})
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/traces", r.serveHTTP)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

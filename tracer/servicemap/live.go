@@ -1,6 +1,7 @@
 package servicemap
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -32,4 +33,29 @@ func (l *Live) Map() Map {
 	defer l.mu.Unlock()
 	l.b.Flush(time.Now(), false)
 	return l.b.Map()
+}
+
+// FlushEvery counts, every interval until ctx ends, the spans that waited
+// long enough for their other end, so that observers see them without a
+// reader of the map.
+func (l *Live) FlushEvery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			l.mu.Lock()
+			l.b.Flush(now, false)
+			l.mu.Unlock()
+		}
+	}
+}
+
+// Close counts every span still waiting.
+func (l *Live) Close() {
+	l.mu.Lock()
+	l.b.Flush(time.Now(), true)
+	l.mu.Unlock()
 }

@@ -67,8 +67,19 @@ type Node struct {
 	External bool
 }
 
+// Call is one call the map counted, for observers such as the service
+// graph metrics. A duration is 0 when its side was not seen.
+type Call struct {
+	Client, Server         string
+	External               bool
+	ClientTime, ServerTime time.Duration
+	Failed                 bool
+}
+
 // Options bounds a Builder. A nil *Options means the defaults.
 type Options struct {
+	// Observe, when set, sees every call as it is counted.
+	Observe    func(Call)
 	Wait       time.Duration // default 2s
 	MaxPending int           // client spans waiting, and as many server spans; default 65536
 	MaxEdges   int           // default 4096; calls beyond it are counted in Dropped
@@ -158,15 +169,15 @@ func (b *Builder) matched(client, server Span, now time.Time) {
 	b.explained[client.SpanID] = now
 	// The client's view of the call is its latency: it includes the
 	// network.
-	b.count(edgeKey{client: client.Service, server: server.Service}, client.End.Sub(client.Start), client.Error || server.Error)
+	b.count(edgeKey{client: client.Service, server: server.Service}, client.End.Sub(client.Start), server.End.Sub(server.Start), client.Error || server.Error)
 }
 
 func (b *Builder) toAddress(c Span) {
-	b.count(edgeKey{client: c.Service, server: peerName(c.Peer), serverExt: true}, c.End.Sub(c.Start), c.Error)
+	b.count(edgeKey{client: c.Service, server: peerName(c.Peer), serverExt: true}, c.End.Sub(c.Start), 0, c.Error)
 }
 
 func (b *Builder) fromAddress(s Span) {
-	b.count(edgeKey{client: peerName(s.Peer), server: s.Service, clientExt: true}, s.End.Sub(s.Start), s.Error)
+	b.count(edgeKey{client: peerName(s.Peer), server: s.Service, clientExt: true}, 0, s.End.Sub(s.Start), s.Error)
 }
 
 // Flush counts the spans that waited longer than Options.Wait (all of them
@@ -199,7 +210,17 @@ func peerName(p string) string {
 	return p
 }
 
-func (b *Builder) count(k edgeKey, d time.Duration, failed bool) {
+// count counts a call; its latency is the client's view when there is one,
+// else the server's.
+func (b *Builder) count(k edgeKey, clientTime, serverTime time.Duration, failed bool) {
+	if b.opts.Observe != nil {
+		b.opts.Observe(Call{Client: k.client, Server: k.server, External: k.clientExt || k.serverExt,
+			ClientTime: clientTime, ServerTime: serverTime, Failed: failed})
+	}
+	d := clientTime
+	if d == 0 {
+		d = serverTime
+	}
 	e := b.edges[k]
 	if e == nil {
 		if len(b.edges) >= b.opts.MaxEdges {

@@ -2,10 +2,15 @@ package servicemap
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
 var t0 = time.Unix(1_800_000_000, 0)
@@ -203,4 +208,68 @@ func FuzzReadSpans(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Every call the builder counts is one observation of the service graph
+// metrics, by client and server, failures and both latencies included.
+func TestMetricsObserve(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	m, err := NewMetrics(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBuilder(&Options{Observe: m.Observe})
+	for i := range 4 {
+		c, s := call(i, "front", "api", 10*time.Millisecond, i == 0)
+		b.Add(c, t0)
+		b.Add(s, t0)
+	}
+	b.Add(Span{SpanID: id(99), Kind: KindClient, Service: "api", Peer: "db:5432", Start: t0, End: t0.Add(time.Millisecond)}, t0)
+	b.Flush(t0, true)
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			switch d := mt.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name+" "+labels(dp.Attributes)] = fmt.Sprint(dp.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name+" "+labels(dp.Attributes)] = fmt.Sprintf("%d %.3f", dp.Count, dp.Sum)
+				}
+			}
+		}
+	}
+	want := map[string]string{
+		"traces_service_graph_request_total front>api":                         "4",
+		"traces_service_graph_request_failed_total front>api":                  "1",
+		"traces_service_graph_request_client_seconds front>api":                "4 0.040",
+		"traces_service_graph_request_server_seconds front>api":                "4 0.032",
+		"traces_service_graph_request_total api>db:5432 virtual_node":          "1",
+		"traces_service_graph_request_client_seconds api>db:5432 virtual_node": "1 0.001",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("points %v", got)
+	}
+}
+
+func labels(s attribute.Set) string {
+	c, _ := s.Value("client")
+	sv, _ := s.Value("server")
+	out := c.AsString() + ">" + sv.AsString()
+	if ct, ok := s.Value("connection_type"); ok {
+		out += " " + ct.AsString()
+	}
+	return out
 }
