@@ -533,6 +533,7 @@ int go_grpc_server_end(struct pt_regs *ctx)
 		s->grpc = 1;
 		s->proto_major = 2;
 		s->status = status_code(o, GO_ARG3(ctx), 0);
+		bpf_probe_read_user(&s->stream_id, sizeof(s->stream_id), (void *)(GO_ARG2(ctx) + o->grpc_server_stream_id));
 		__u32 off = sizeof(struct go_span);
 		s->path_len = put_string(b, &off, GO_PATH_MAX, GO_ARG2(ctx) + o->grpc_stream_method);
 		b->hdr.captured = off;
@@ -619,6 +620,13 @@ int go_grpc_client_end(struct pt_regs *ctx)
 		s->grpc = 1;
 		s->proto_major = 2;
 		s->status = error_code(o, GO_ARG2(ctx), GO_ARG3(ctx));
+		// The attempt's transport stream names the call's HTTP/2 stream,
+		// which tells it from other calls of the same method on the
+		// connection when it meets its socket view.
+		__u64 attempt = read_u64(GO_ARG1(ctx) + o->grpc_cs_attempt);
+		__u64 stream = attempt ? read_u64(attempt + o->grpc_attempt_stream) : 0;
+		if (stream)
+			bpf_probe_read_user(&s->stream_id, sizeof(s->stream_id), (void *)(stream + o->grpc_client_stream_id));
 		__u32 off = sizeof(struct go_span);
 		s->path_len = copy_string((char *)b->data + (off & (GO_STRINGS_SPAN - 1)), GO_PATH_MAX, c->method_ptr, c->method_len);
 		off += s->path_len;

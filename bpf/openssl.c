@@ -121,6 +121,8 @@ int ssl_return(struct pt_regs *ctx)
 	b->hdr.dir = read ? DIR_INGRESS : DIR_EGRESS;
 	b->hdr.size = n;
 	b->hdr.flags = EVENT_F_TLS;
+	if (call.io_ts)
+		b->hdr.ts = call.io_ts;
 	capture_buf(b, call.buf, n);
 	submit(b);
 	return 0;

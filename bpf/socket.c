@@ -81,6 +81,9 @@ static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
 	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
 	if (!call)
 		return false;
+	// The plaintext is stamped with the time its ciphertext moved, not
+	// with the call's return, which a descheduled thread reaches late.
+	call->io_ts = bpf_ktime_get_ns();
 	if (call->sock == (__u64)sk)
 		return true; // a second syscall of the same call: known already
 	call->sock = (__u64)sk;

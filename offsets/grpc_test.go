@@ -20,9 +20,9 @@ func TestGRPCTable(t *testing.T) {
 		for _, f := range spec.GRPCFields {
 			_, matched, err := tbl.LookupField(v, f.Struct, f.Name)
 			switch {
-			case minor < f.Since && !errors.Is(err, ErrNoField):
-				t.Errorf("%s: %s.%s before v1.%d: %v, want ErrNoField", v, f.Struct, f.Name, f.Since, err)
-			case minor >= f.Since && (err != nil || matched != v):
+			case !f.Has(minor) && !errors.Is(err, ErrNoField):
+				t.Errorf("%s: %s.%s outside v1.%d to v1.%d: %v, want ErrNoField", v, f.Struct, f.Name, f.Since, f.Until, err)
+			case f.Has(minor) && (err != nil || matched != v):
 				t.Errorf("%s: %s.%s: matched %q, %v", v, f.Struct, f.Name, matched, err)
 			}
 		}

@@ -83,7 +83,10 @@ type connTable struct {
 	// asks whether the other end of a connection is tracked too.
 	byTuple map[[2]netip.AddrPort]int
 	closed  map[[2]netip.AddrPort]time.Time // recently removed, for traced
-	lru     *list.List                      // front = most recently used
+	// servers counts server connections per tgid: a process that serves
+	// and calls out may be a proxy (see holdProxied).
+	servers map[uint32]int
+	lru     *list.List // front = most recently used
 	max     int
 	limits  *http1.Limits
 	// Read by Stats from other goroutines while the event loop changes
@@ -94,8 +97,8 @@ type connTable struct {
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
 	return &connTable{byKey: make(map[connKey]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
-		closed: make(map[[2]netip.AddrPort]time.Time),
-		lru:    list.New(), max: max, limits: limits}
+		closed: make(map[[2]netip.AddrPort]time.Time), servers: make(map[uint32]int),
+		lru: list.New(), max: max, limits: limits}
 }
 
 // traced reports whether a tracked connection has, or had a moment ago,
@@ -111,6 +114,9 @@ func (t *connTable) traced(local, remote netip.AddrPort) bool {
 	at, ok := t.closed[tuple]
 	return ok && time.Since(at) < closedTupleTTL
 }
+
+// serves reports whether tgid has a server connection open.
+func (t *connTable) serves(tgid uint32) bool { return t.servers[tgid] > 0 }
 
 // closedTupleTTL is how long a closed connection's addresses are
 // remembered for traced; closedTupleMax bounds how many are.
@@ -157,6 +163,9 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	t.byKey[c.key] = c
 	t.perProc[c.key.tgid]++
 	t.byTuple[[2]netip.AddrPort{c.local, c.remote}]++
+	if c.role == roleServer {
+		t.servers[c.key.tgid]++
+	}
 	t.count.Store(int64(len(t.byKey)))
 	return evicted
 }
@@ -174,6 +183,11 @@ func (t *connTable) remove(c *conn) {
 		}
 		if len(t.closed) < closedTupleMax {
 			t.closed[tuple] = time.Now()
+		}
+		if c.role == roleServer {
+			if t.servers[c.key.tgid]--; t.servers[c.key.tgid] <= 0 {
+				delete(t.servers, c.key.tgid)
+			}
 		}
 		t.count.Store(int64(len(t.byKey)))
 	}

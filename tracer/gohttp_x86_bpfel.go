@@ -62,43 +62,47 @@ type gohttpGoKey struct {
 }
 
 type gohttpGoOffsets struct {
-	_                 structs.HostLayout
-	G_goid            uint16
-	G_parentGoid      uint16
-	RequestMethod     uint16
-	RequestUrl        uint16
-	RequestHost       uint16
-	RequestRemoteAddr uint16
-	RequestPattern    uint16
-	RequestProtoMajor uint16
-	RequestTls        uint16
-	UrlPath           uint16
-	UrlHost           uint16
-	UrlScheme         uint16
-	UrlRawQuery       uint16
-	ResponseConn      uint16
-	ResponseReq       uint16
-	ResponseStatus    uint16
-	ConnRwc           uint16
-	TlsConnConn       uint16
-	NetconnFd         uint16
-	NetfdPfd          uint16
-	PollfdSysfd       uint16
-	H2rwRws           uint16
-	H2rwsReq          uint16
-	H2rwsStatus       uint16
-	H2rwsConn         uint16
-	H2scConn          uint16
-	TreqRequest       uint16
-	RespStatusCode    uint16
-	RespRequest       uint16
-	MhfFields         uint16
-	GrpcStreamMethod  uint16
-	GrpcServerConn    uint16
-	GrpcCcAuthority   uint16
-	GrpcErrorStatus   uint16
-	GrpcStatusProto   uint16
-	GrpcProtoCode     uint16
+	_                  structs.HostLayout
+	G_goid             uint16
+	G_parentGoid       uint16
+	RequestMethod      uint16
+	RequestUrl         uint16
+	RequestHost        uint16
+	RequestRemoteAddr  uint16
+	RequestPattern     uint16
+	RequestProtoMajor  uint16
+	RequestTls         uint16
+	UrlPath            uint16
+	UrlHost            uint16
+	UrlScheme          uint16
+	UrlRawQuery        uint16
+	ResponseConn       uint16
+	ResponseReq        uint16
+	ResponseStatus     uint16
+	ConnRwc            uint16
+	TlsConnConn        uint16
+	NetconnFd          uint16
+	NetfdPfd           uint16
+	PollfdSysfd        uint16
+	H2rwRws            uint16
+	H2rwsReq           uint16
+	H2rwsStatus        uint16
+	H2rwsConn          uint16
+	H2scConn           uint16
+	TreqRequest        uint16
+	RespStatusCode     uint16
+	RespRequest        uint16
+	MhfFields          uint16
+	GrpcStreamMethod   uint16
+	GrpcServerConn     uint16
+	GrpcCcAuthority    uint16
+	GrpcErrorStatus    uint16
+	GrpcStatusProto    uint16
+	GrpcProtoCode      uint16
+	GrpcServerStreamId uint16
+	GrpcCsAttempt      uint16
+	GrpcAttemptStream  uint16
+	GrpcClientStreamId uint16
 }
 
 type gohttpGoPtrKey struct {
@@ -132,7 +136,7 @@ type gohttpGoSpan struct {
 	Tls          uint8
 	Grpc         uint8
 	Pad          uint8
-	_            [4]byte
+	StreamId     uint32
 }
 
 type gohttpGrpcCall struct {
@@ -154,6 +158,7 @@ type gohttpSslCall struct {
 	CountPtr uint64
 	Sp       uint64
 	Sock     uint64
+	IoTs     uint64
 	Fd       int32
 	Op       uint8
 	Count    uint8

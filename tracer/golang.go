@@ -544,11 +544,17 @@ func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffs
 // grpcOffsetsOf reads the grpc-go fields, from DWARF or offsets/grpc.json.
 func grpcOffsetsOf(bin *offsets.Binary, o *gohttpGoOffsets, missing map[string]string) {
 	const transport = "google.golang.org/grpc/internal/transport."
-	var method, embedded uint16
+	var method, id, embedded, clientEmbedded, attemptS, attemptTS uint16
 	fields := []goField{
 		{&method, transport + "Stream", "method", "grpcserver", false},
-		// From v1.69 the server's stream embeds Stream.
+		{&id, transport + "Stream", "id", "grpcserver", false},
+		// From v1.69 the server's and the client's streams embed Stream.
 		{&embedded, transport + "ServerStream", "Stream", "grpcserver", true},
+		{&clientEmbedded, transport + "ClientStream", "Stream", "grpcclient", true},
+		{&o.GrpcCsAttempt, "google.golang.org/grpc.clientStream", "attempt", "grpcclient", false},
+		// csAttempt.s was renamed transportStream in v1.71.
+		{&attemptS, "google.golang.org/grpc.csAttempt", "s", "grpcclient", true},
+		{&attemptTS, "google.golang.org/grpc.csAttempt", "transportStream", "grpcclient", true},
 		{&o.GrpcServerConn, transport + "http2Server", "conn", "grpcserver", false},
 		{&o.GrpcCcAuthority, "google.golang.org/grpc.ClientConn", "authority", "grpcclient", false},
 		{&o.GrpcErrorStatus, "google.golang.org/grpc/internal/status.Error", "s", "grpcclient", false},
@@ -578,6 +584,12 @@ func grpcOffsetsOf(bin *offsets.Binary, o *gohttpGoOffsets, missing map[string]s
 		}
 	}
 	o.GrpcStreamMethod = embedded + method
+	o.GrpcServerStreamId = embedded + id
+	o.GrpcClientStreamId = clientEmbedded + id
+	o.GrpcAttemptStream = attemptS + attemptTS // one of them is absent, 0
+	if attemptS == 0 && attemptTS == 0 && missing["grpcclient"] == "" {
+		missing["grpcclient"] = "field google.golang.org/grpc.csAttempt.s (or transportStream) not found"
+	}
 }
 
 // GoCoverage says what sonde's Go probes would cover in the executable at

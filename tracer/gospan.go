@@ -52,7 +52,8 @@ type heldView struct {
 	fd       int32 // server views: the connection
 	method   string
 	path     string
-	port     int // client views: the server's port, 0 if unknown
+	port     int    // client views: the server's port, 0 if unknown
+	stream   uint32 // the HTTP/2 stream, when both views know it; 0 if not
 	deadline time.Time
 }
 
@@ -100,9 +101,15 @@ const goTwinWindow = time.Second
 // the same connection (server) or server port (client) that starts or ends
 // with it: the Go view keeps its own method and path, and the socket view
 // adds only what the connection says, the same for every exchange on it.
-func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string, port int) *heldView {
+//
+// Calls of one method on one HTTP/2 connection differ only by stream: when
+// both views know theirs (grpc-go's probes read it), it must be the same.
+func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, path string, port int, stream uint32) *heldView {
 	for i, h := range *list {
 		if h.tgid != tgid || h.span.Kind != s.Kind {
+			continue
+		}
+		if stream != 0 && h.stream != 0 && stream != h.stream {
 			continue
 		}
 		if unknown := method == "" && path == "" || h.method == "" && h.path == ""; unknown {
@@ -158,6 +165,12 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 		}
 		if g.Status == sock.Status && g.StatusDescription == "" {
 			g.StatusDescription = sock.StatusDescription // grpc-message
+		}
+		// The probes end a server span before its response is flushed and
+		// a client span once its response headers are parsed; the bytes
+		// say when the last one moved.
+		if sock.End.After(g.End) {
+			g.End = sock.End
 		}
 		if g.Kind == trace.SpanKindServer && sock.Parent.IsValid() {
 			// The socket saw the incoming traceparent the probes cannot
@@ -260,11 +273,11 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 	if s.Kind == trace.SpanKindClient {
 		port = intAttr(s, semconv.ServerPortKey)
 	}
-	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path, port); h != nil {
+	if h := takeTwin(&t.gostate.sockets, s, e.Tgid, fd, method, path, port, g.StreamId); h != nil {
 		t.mergeGo(s, h.span)
 		return
 	}
-	t.hold(&t.gostate.gos, &heldView{span: s, tgid: e.Tgid, fd: fd, method: method, path: path, port: port})
+	t.hold(&t.gostate.gos, &heldView{span: s, tgid: e.Tgid, fd: fd, method: method, path: path, port: port, stream: g.StreamId})
 }
 
 func intAttr(s *export.Span, k attribute.Key) int {
@@ -278,16 +291,16 @@ func intAttr(s *export.Span, k attribute.Key) int {
 
 // onSocketView takes a socket-view span of a Go process under probes: its
 // Go twin, when waiting, is finished with it; else it waits for the twin.
-func (t *Tracer) onSocketView(c *conn, s *export.Span, method, path string) {
+func (t *Tracer) onSocketView(c *conn, s *export.Span, method, path string, stream uint32) {
 	fd, port := c.key.fd, 0
 	if s.Kind == trace.SpanKindClient {
 		fd, port = -1, int(c.remote.Port())
 	}
-	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path, port); h != nil {
+	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path, port, stream); h != nil {
 		t.mergeGo(h.span, s)
 		return
 	}
-	t.hold(&t.gostate.sockets, &heldView{span: s, tgid: c.key.tgid, fd: fd, method: method, path: path, port: port})
+	t.hold(&t.gostate.sockets, &heldView{span: s, tgid: c.key.tgid, fd: fd, method: method, path: path, port: port, stream: stream})
 }
 
 func (t *Tracer) hold(list *[]*heldView, h *heldView) {

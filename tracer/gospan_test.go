@@ -255,22 +255,43 @@ func TestTakeTwinHeadersUnknown(t *testing.T) {
 		{span: at(trace.SpanKindClient, 0), tgid: 7, fd: -1, method: "POST", path: "/a.B/F", port: 9001},
 	}
 	list := append([]*heldView(nil), goViews...)
-	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 7, 5, "", "", 0); h != goViews[1] {
+	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 7, 5, "", "", 0, 0); h != goViews[1] {
 		t.Errorf("server: took %+v, want the view on fd 5", h)
 	}
-	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 9001); h != goViews[3] {
+	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 9001, 0); h != goViews[3] {
 		t.Errorf("client: took %+v, want the view of port 9001", h)
 	}
-	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 0); h != nil {
+	if h := takeTwin(&list, at(trace.SpanKindClient, 1), 7, -1, "", "", 0, 0); h != nil {
 		t.Errorf("client of an unknown port: took %+v", h)
 	}
-	if h := takeTwin(&list, at(trace.SpanKindServer, 5000), 7, 4, "", "", 0); h != nil {
+	if h := takeTwin(&list, at(trace.SpanKindServer, 5000), 7, 4, "", "", 0, 0); h != nil {
 		t.Errorf("server view seconds apart: took %+v", h)
 	}
-	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 8, 4, "", "", 0); h != nil {
+	if h := takeTwin(&list, at(trace.SpanKindServer, 1), 8, 4, "", "", 0, 0); h != nil {
 		t.Errorf("another process: took %+v", h)
 	}
 	if len(list) != 2 {
 		t.Errorf("%d views left, want 2", len(list))
+	}
+}
+
+// Concurrent calls of one method on one HTTP/2 connection: each Go view
+// takes the socket view of its own stream, whatever order they come in.
+func TestTakeTwinByStream(t *testing.T) {
+	base := time.Unix(1000, 0)
+	view := func(stream uint32) *heldView {
+		return &heldView{span: &export.Span{Kind: trace.SpanKindServer, Start: base, End: base.Add(time.Millisecond)},
+			tgid: 7, fd: 4, method: "POST", path: "/a.B/C", stream: stream}
+	}
+	list := []*heldView{view(1), view(3), view(5)}
+	probe := &export.Span{Kind: trace.SpanKindServer, Start: base, End: base.Add(time.Millisecond)}
+	if h := takeTwin(&list, probe, 7, 4, "POST", "/a.B/C", 0, 3); h == nil || h.stream != 3 {
+		t.Errorf("stream 3 took %+v", h)
+	}
+	if h := takeTwin(&list, probe, 7, 4, "POST", "/a.B/C", 0, 9); h != nil {
+		t.Errorf("stream 9 took %+v", h)
+	}
+	if h := takeTwin(&list, probe, 7, 4, "POST", "/a.B/C", 0, 0); h == nil || h.stream != 1 {
+		t.Errorf("a view with no stream took %+v, want the oldest", h)
 	}
 }

@@ -197,7 +197,19 @@ func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target s
 	t.noteLink(c, s, seq)
 	if covered {
 		path, _ := splitTarget(target)
-		t.onSocketView(c, s, method, path)
+		var stream uint32
+		if seq&linkStream != 0 {
+			stream = uint32(seq)
+		}
+		t.onSocketView(c, s, method, path, stream)
+		return
+	}
+	switch {
+	case s.Kind == trace.SpanKindServer:
+		t.claimProxied(c.key.tgid, s, method, target)
+	case s.Kind == trace.SpanKindClient && t.opts.LinkHold >= 0 && t.conns.serves(c.key.tgid):
+		t.settleClient(s)
+		t.holdProxied(c.key.tgid, s, method, target)
 		return
 	}
 	t.settleSocketView(s)

@@ -20,7 +20,7 @@ func handTracer(t *testing.T, fp *fakeProc, maxConns int) (*Tracer, *collectSink
 		t.Fatal(err)
 	}
 	tr := &Tracer{
-		opts:      Options{Sink: sink, ProcRoot: fp.root, MaxConns: maxConns},
+		opts:      Options{Sink: sink, ProcRoot: fp.root, MaxConns: maxConns, LinkHold: defaultLinkHold, LinkMax: defaultLinkMax},
 		log:       slog.New(slog.DiscardHandler),
 		clock:     clock{offset: 1_700_000_000_000_000_000},
 		ids:       newIDSource(),

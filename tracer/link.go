@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -15,47 +16,71 @@ import (
 // (client address and port, server address and port), and the exchange's
 // place on it: its ordinal for HTTP/1 (keep-alive reuse and pipelining
 // keep requests in order on both ends), its stream ID for HTTP/2 and gRPC.
+// An end joined in the middle (the process was selected after it
+// connected) does not know its ordinals; its exchanges match by time
+// alone, oldest first, which keeps the order of sequential and pipelined
+// exchanges.
 // The server span then becomes the client span's child, in its trace.
 //
 //   - A server span waits for its client span only when the other end of
 //     its connection is a connection sonde tracks on this host, and for at
-//     most linkHold; a server span that carries an incoming traceparent
+//     most Options.LinkHold (at most Options.LinkMax spans wait); a server span that carries an incoming traceparent
 //     keeps it and waits for nothing. Unmatched, it is exported alone:
 //     nothing is lost.
-//   - The match also wants the server span inside the client span's time
-//     (both come from the same monotonic clock), so that ordinals thrown
-//     off by a parse error or a missed exchange do not link the wrong
-//     pair.
+//   - The match also wants the server span to start while the client span
+//     is under way (both come from the same monotonic clock), so that
+//     ordinals thrown off by a parse error or a missed exchange do not
+//     link the wrong pair.
 //   - A linked server span is exported once its client span's trace ID is
 //     final: the client span may itself wait for its own parent (a Go
 //     client call waits for the request it was made for), so the server
 //     span is held as that client span's child, as a Go client call is
 //     held for its request.
 const (
-	linkHold = time.Second
-	// linkSlack is how far a server span may stick out of its client
-	// span: the client's first write returns after the server's read may
-	// have.
-	linkSlack = 5 * time.Millisecond
+	// linkSlack is how far a server span's start may lie outside its
+	// client span: the client's first write is stamped when it returns,
+	// which may be after the server's read has, by the time the client's
+	// thread waits to run again.
+	linkSlack = 50 * time.Millisecond
 	// linkClientTTL bounds how long a client span waits for a server span
 	// to link: the server's view of an exchange comes before the client's.
 	linkClientTTL = 2 * time.Second
-	linkMax       = 65536
 )
 
 // linkKey names one exchange on one connection as both its ends see it.
 type linkKey struct {
-	client, server netip.AddrPort
-	seq            uint64 // HTTP/1: 1-based ordinal; HTTP/2: stream ID | linkStream
+	tuple linkTuple
+	seq   uint64 // HTTP/1: 1-based ordinal, 0 when unknown; HTTP/2: stream ID | linkStream
 }
 
+// linkTuple names a connection: client address and port, server address
+// and port.
+type linkTuple [2]netip.AddrPort
+
 const linkStream = 1 << 63
+
+// sameExchange reports whether two keys of one connection may name the same
+// exchange: equal, or one of them an HTTP/1 exchange whose ordinal is not
+// known (its end was joined in the middle, when a process was selected
+// after it connected), which the time check alone then decides.
+func sameExchange(a, b uint64) bool {
+	return a == b || (a == 0 && b&linkStream == 0) || (b == 0 && a&linkStream == 0)
+}
 
 type linkClient struct {
 	span  *export.Span
 	key   linkKey
 	at    time.Time
 	final bool // exported: its trace ID can no longer change
+}
+
+// proxied is a client span of a process that also serves, waiting for the
+// server span it was made for (holdProxied).
+type proxied struct {
+	span           *export.Span
+	tgid           uint32
+	method, target string
+	deadline       time.Time
 }
 
 type linkServer struct {
@@ -65,38 +90,41 @@ type linkServer struct {
 }
 
 // linkState is the tracer's state for same-host linking. Only the event
-// loop uses it.
+// loop uses it. Spans wait in lists per connection, oldest first: there
+// are as many as its exchanges in flight.
 type linkState struct {
-	keys    map[*export.Span]linkKey     // spans that may link, until they settle
-	clients map[linkKey]*linkClient      // settled client spans, for servers to come
-	byID    map[trace.SpanID]*linkClient // the same, by span ID
-	waiting map[linkKey]*linkServer      // final server spans waiting for their client
-	parents map[trace.SpanID]bool        // client spans a server span waits for
+	keys               map[*export.Span]linkKey     // spans that may link, until they settle
+	clients            map[linkTuple][]*linkClient  // settled client spans, for servers to come
+	byID               map[trace.SpanID]*linkClient // the same, by span ID
+	waiting            map[linkTuple][]*linkServer  // final server spans waiting for their client
+	parents            map[trace.SpanID]bool        // client spans a server span waits for
+	proxied            []*proxied                   // client spans of serving processes, in arrival order
+	nClients, nWaiting int
 }
 
 func (l *linkState) init() {
 	l.keys = make(map[*export.Span]linkKey)
-	l.clients = make(map[linkKey]*linkClient)
+	l.clients = make(map[linkTuple][]*linkClient)
 	l.byID = make(map[trace.SpanID]*linkClient)
-	l.waiting = make(map[linkKey]*linkServer)
+	l.waiting = make(map[linkTuple][]*linkServer)
 	l.parents = make(map[trace.SpanID]bool)
 }
 
 // noteLink records which exchange a socket-view span is, when the other end
 // of its connection is traced on this host. seq is its ordinal or stream.
 func (t *Tracer) noteLink(c *conn, s *export.Span, seq uint64) {
-	if seq == 0 || !c.local.IsValid() || !c.remote.IsValid() || len(t.linking.keys) >= linkMax {
+	if seq == 0 || t.opts.LinkHold < 0 || !c.local.IsValid() || !c.remote.IsValid() || len(t.linking.keys) >= t.opts.LinkMax {
 		return
 	}
 	if seq&linkStream == 0 && c.midStream {
-		return // ordinals count from the connection's first exchange
+		seq = 0 // ordinals count from the connection's first exchange
 	}
 	if !t.conns.traced(c.remote, c.local) {
 		return
 	}
-	k := linkKey{client: c.remote, server: c.local, seq: seq}
+	k := linkKey{tuple: linkTuple{c.remote, c.local}, seq: seq}
 	if s.Kind == trace.SpanKindClient {
-		k.client, k.server = c.local, c.remote
+		k.tuple = linkTuple{c.local, c.remote}
 	}
 	t.linking.keys[s] = k
 	t.stats.linkCandidates.Add(1)
@@ -119,18 +147,24 @@ func (t *Tracer) settleClient(s *export.Span) {
 	}
 	delete(t.linking.keys, s)
 	c := &linkClient{span: s, key: k, at: time.Now()}
-	if w := t.linking.waiting[k]; w != nil && linkable(s, w.span) {
-		delete(t.linking.waiting, k)
-		t.link(c, w.span)
+	ws := t.linking.waiting[k.tuple]
+	for i, w := range ws {
+		if sameExchange(w.key.seq, k.seq) && linkable(s, w.span) {
+			t.linking.waiting[k.tuple] = slices.Delete(ws, i, i+1)
+			if len(t.linking.waiting[k.tuple]) == 0 {
+				delete(t.linking.waiting, k.tuple)
+			}
+			t.linking.nWaiting--
+			t.link(c, w.span)
+			return
+		}
+	}
+	if t.linking.nClients >= t.opts.LinkMax {
 		return
 	}
-	if old := t.linking.clients[k]; old != nil {
-		delete(t.linking.byID, old.span.SpanID)
-	}
-	if len(t.linking.clients) < linkMax {
-		t.linking.clients[k] = c
-		t.linking.byID[s.SpanID] = c
-	}
+	t.linking.clients[k.tuple] = append(t.linking.clients[k.tuple], c)
+	t.linking.byID[s.SpanID] = c
+	t.linking.nClients++
 }
 
 // finishServer takes a server span whose own view is complete: it is
@@ -144,26 +178,34 @@ func (t *Tracer) finishServer(s *export.Span) {
 		t.finalize(s)
 		return
 	}
-	if c := t.linking.clients[k]; c != nil && linkable(c.span, s) {
-		delete(t.linking.clients, k)
-		delete(t.linking.byID, c.span.SpanID)
-		t.link(c, s)
-		return
+	cs := t.linking.clients[k.tuple]
+	for i, c := range cs {
+		if sameExchange(c.key.seq, k.seq) && linkable(c.span, s) {
+			t.linking.clients[k.tuple] = slices.Delete(cs, i, i+1)
+			if len(t.linking.clients[k.tuple]) == 0 {
+				delete(t.linking.clients, k.tuple)
+			}
+			t.linking.nClients--
+			delete(t.linking.byID, c.span.SpanID)
+			t.link(c, s)
+			return
+		}
 	}
-	if old := t.linking.waiting[k]; old != nil {
-		// The key's earlier exchange never found its client.
-		t.finalize(old.span)
-	}
-	if len(t.linking.waiting) >= linkMax {
+	if t.linking.nWaiting >= t.opts.LinkMax {
 		t.finalize(s)
 		return
 	}
-	t.linking.waiting[k] = &linkServer{span: s, key: k, deadline: time.Now().Add(linkHold)}
+	t.linking.waiting[k.tuple] = append(t.linking.waiting[k.tuple], &linkServer{span: s, key: k, deadline: time.Now().Add(t.opts.LinkHold)})
+	t.linking.nWaiting++
 }
 
-// linkable reports whether server lies within client's time.
+// linkable reports whether server began while client was under way. Only
+// starts are compared: a span's end is taken at different points on each
+// side (a Go client's when its response headers are parsed, a server's
+// when its last byte is written), and a descheduled thread stamps an
+// OpenSSL call's end late, by milliseconds on a loaded machine.
 func linkable(client, server *export.Span) bool {
-	return !server.Start.Before(client.Start.Add(-linkSlack)) && !server.End.After(client.End.Add(linkSlack))
+	return !server.Start.Before(client.Start.Add(-linkSlack)) && !server.Start.After(client.End.Add(linkSlack))
 }
 
 // link makes server the child of client, in client's trace, and exports it
@@ -198,20 +240,112 @@ func (t *Tracer) finalize(s *export.Span) {
 // expireLinks exports server spans whose client never came, and forgets
 // client spans no server linked to. With all set, everything goes.
 func (t *Tracer) expireLinks(now time.Time, all bool) {
-	for k, w := range t.linking.waiting {
-		if all || now.After(w.deadline) {
-			delete(t.linking.waiting, k)
-			t.stats.linkUnmatched.Add(1)
-			t.finalize(w.span)
+	t.expireProxied(now, all)
+	var expired []*export.Span
+	for tuple, ws := range t.linking.waiting {
+		kept := ws[:0]
+		for _, w := range ws {
+			if all || now.After(w.deadline) {
+				expired = append(expired, w.span)
+				t.linking.nWaiting--
+				continue
+			}
+			kept = append(kept, w)
+		}
+		if len(kept) == 0 {
+			delete(t.linking.waiting, tuple)
+		} else {
+			t.linking.waiting[tuple] = kept
 		}
 	}
-	for k, c := range t.linking.clients {
-		if all || now.Sub(c.at) > linkClientTTL {
-			delete(t.linking.clients, k)
-			delete(t.linking.byID, c.span.SpanID)
+	for tuple, cs := range t.linking.clients {
+		kept := cs[:0]
+		for _, c := range cs {
+			if all || now.Sub(c.at) > linkClientTTL {
+				delete(t.linking.byID, c.span.SpanID)
+				t.linking.nClients--
+				continue
+			}
+			kept = append(kept, c)
 		}
+		if len(kept) == 0 {
+			delete(t.linking.clients, tuple)
+		} else {
+			t.linking.clients[tuple] = kept
+		}
+	}
+	for _, s := range expired {
+		t.stats.linkUnmatched.Add(1)
+		t.finalize(s)
 	}
 	if all {
 		clear(t.linking.keys)
+	}
+}
+
+// In-process linking for programs sonde has no probes in, such as nginx:
+// a proxy forwards the request it serves, so a client exchange of a
+// process that serves, with the method and target of one of its server
+// exchanges and inside that exchange's time, is that exchange's child.
+// Of several such server exchanges (identical requests served at once)
+// the oldest still unclaimed is taken, so identical concurrent requests
+// may swap their downstream calls, which the same-host link then still
+// places inside a server span of the right shape. A client span no server
+// span claims within Options.LinkHold is exported alone.
+
+// holdProxied holds a settled client span of a process that serves, for
+// the server span it was made for.
+func (t *Tracer) holdProxied(tgid uint32, s *export.Span, method, target string) {
+	if len(t.linking.proxied) >= t.opts.LinkMax {
+		t.finalize(s)
+		return
+	}
+	hold := t.opts.LinkHold
+	if hold < 0 {
+		hold = defaultLinkHold
+	}
+	t.linking.proxied = append(t.linking.proxied, &proxied{span: s, tgid: tgid, method: method, target: target, deadline: time.Now().Add(hold)})
+}
+
+// claimProxied makes the held client spans that server (of tgid, with this
+// method and target) forwarded its children: they are exported once its
+// trace is final.
+func (t *Tracer) claimProxied(tgid uint32, server *export.Span, method, target string) {
+	kept := t.linking.proxied[:0]
+	claimed := false
+	for _, p := range t.linking.proxied {
+		if claimed || p.tgid != tgid || p.method != method || p.target != target || !linkable(server, p.span) {
+			kept = append(kept, p)
+			continue
+		}
+		claimed = true // one downstream call per served request
+		t.stats.proxyLinked.Add(1)
+		p.span.TraceID = server.TraceID
+		p.span.Parent = trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: server.TraceID, SpanID: server.SpanID, TraceFlags: trace.FlagsSampled,
+		})
+		if !t.holdChild(server.SpanID, p.span) {
+			t.finalize(p.span)
+		}
+	}
+	clear(t.linking.proxied[len(kept):])
+	t.linking.proxied = kept
+}
+
+// expireProxied exports the client spans no server span claimed in time.
+func (t *Tracer) expireProxied(now time.Time, all bool) {
+	kept := t.linking.proxied[:0]
+	var expired []*export.Span
+	for _, p := range t.linking.proxied {
+		if all || now.After(p.deadline) {
+			expired = append(expired, p.span)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(t.linking.proxied[len(kept):])
+	t.linking.proxied = kept
+	for _, s := range expired {
+		t.finalize(s)
 	}
 }

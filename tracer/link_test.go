@@ -98,8 +98,8 @@ func TestLinkOnlyWhatMatches(t *testing.T) {
 	const req = "GET /x HTTP/1.1\r\nHost: api\r\n\r\n"
 	server.data(t, tr, dirIngress, 5_000, req, 0)
 	server.data(t, tr, dirEgress, 9_000_000, resp, 0)
-	client.data(t, tr, dirEgress, 10_000_000, req, 0)
-	client.data(t, tr, dirIngress, 11_000_000, resp, 0)
+	client.data(t, tr, dirEgress, 200_000_000, req, 0)
+	client.data(t, tr, dirIngress, 211_000_000, resp, 0)
 	tr.expireHeld(time.Now().Add(time.Minute), true)
 	for _, s := range spansOf(sink, trace.SpanKindServer) {
 		if s.Parent.IsValid() {
@@ -194,5 +194,83 @@ func TestLinkHTTP2Streams(t *testing.T) {
 		if c == nil || c.TraceID != s.TraceID || !strings.HasSuffix(attrOf(c, "url.full"), "/"+strings.TrimPrefix(attrOf(s, "url.path"), "/")) {
 			t.Errorf("stream %s not linked to its own client stream", attrOf(s, "url.path"))
 		}
+	}
+}
+
+// A proxy sonde has no probes in: its upstream call, with the method and
+// target of the request it serves and inside its time, is that request's
+// child; the backend's span is the upstream call's child; all three are
+// in the trace of the client's call.
+func TestLinkThroughAProxy(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.exe(7, "/usr/bin/curl")
+	fp.exe(9, "/usr/sbin/nginx")
+	fp.exe(8, "/srv/api")
+	tr, sink := handTracer(t, fp, 16)
+	curl := sock{tgid: 7, fd: 3, id: 1, local: "127.0.0.1:40000", remote: "127.0.0.1:443", comm: "curl"}
+	front := sock{tgid: 9, fd: 5, id: 2, local: "127.0.0.1:443", remote: "127.0.0.1:40000", comm: "nginx"}
+	up := sock{tgid: 9, fd: 6, id: 3, local: "127.0.0.1:41000", remote: "127.0.0.1:8080", comm: "nginx"}
+	api := sock{tgid: 8, fd: 4, id: 4, local: "127.0.0.1:8080", remote: "127.0.0.1:41000", comm: "api"}
+	curl.open(t, tr, eventConnect)
+	front.open(t, tr, eventAccept)
+	up.open(t, tr, eventConnect)
+	api.open(t, tr, eventAccept)
+	const other = "GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+	const req = "GET /items?id=3 HTTP/1.1\r\nHost: shop\r\n\r\n"
+	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	curl.data(t, tr, dirEgress, 1_000, req, 0)
+	front.data(t, tr, dirIngress, 1_010, req, 0)
+	up.data(t, tr, dirEgress, 1_100, req, 0)
+	api.data(t, tr, dirIngress, 1_110, req, 0)
+	api.data(t, tr, dirEgress, 1_500, resp, 0)
+	up.data(t, tr, dirIngress, 1_510, resp, 0)
+	front.data(t, tr, dirEgress, 1_600, resp, 0)
+	curl.data(t, tr, dirIngress, 1_610, resp, 0)
+	// A second upstream call for a request nginx does not serve.
+	up.data(t, tr, dirEgress, 2_000, other, 0)
+	api.data(t, tr, dirIngress, 2_010, other, 0)
+	api.data(t, tr, dirEgress, 2_100, resp, 0)
+	up.data(t, tr, dirIngress, 2_110, resp, 0)
+	tr.expireHeld(time.Now().Add(time.Minute), true)
+	if len(sink.spans) != 6 {
+		t.Fatalf("%d spans, want 6", len(sink.spans))
+	}
+	byID := map[trace.SpanID]*export.Span{}
+	for _, s := range sink.spans {
+		byID[s.SpanID] = s
+	}
+	var root *export.Span
+	for _, s := range sink.spans {
+		if s.Kind == trace.SpanKindClient && attrOf(s, "url.full") == "http://shop:443/items?id=3" {
+			root = s
+		}
+	}
+	if root == nil {
+		t.Fatal("no curl span")
+	}
+	// Walk down: curl → nginx server → nginx client → api server.
+	chain := []*export.Span{root}
+	for len(chain) < 4 {
+		var next *export.Span
+		for _, s := range sink.spans {
+			if s.Parent.SpanID() == chain[len(chain)-1].SpanID && s.TraceID == root.TraceID {
+				next = s
+			}
+		}
+		if next == nil {
+			t.Fatalf("the chain stops after %d spans", len(chain))
+		}
+		chain = append(chain, next)
+	}
+	if chain[1].Resource != chain[2].Resource || chain[1].Kind != trace.SpanKindServer || chain[2].Kind != trace.SpanKindClient {
+		t.Errorf("nginx's upstream call is not the child of the request it served")
+	}
+	for _, s := range sink.spans {
+		if attrOf(s, "url.path") == "/other" && s.TraceID == root.TraceID {
+			t.Errorf("an upstream call for another request joined the trace")
+		}
+	}
+	if st := tr.Stats(); st.ProxyLinked != 1 || st.Linked != 3 {
+		t.Errorf("proxy linked %d, linked %d; want 1 and 3", st.ProxyLinked, st.Linked)
 	}
 }

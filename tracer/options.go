@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/sondehq/sonde/tracer/discover"
 	"github.com/sondehq/sonde/tracer/export"
@@ -49,6 +50,13 @@ type Options struct {
 
 	// ProcRoot is where procfs is mounted. Default /proc.
 	ProcRoot string
+
+	// LinkHold is how long a server span whose client end sonde also
+	// traces waits for that client span (same-host linking), and LinkMax
+	// how many spans wait at once; beyond either, the span is exported
+	// alone. Defaults 1s and 65536. A negative LinkHold turns linking off.
+	LinkHold time.Duration
+	LinkMax  int
 }
 
 // Limits of the kernel side, mirrored from bpf/headers/events.h.
@@ -57,6 +65,8 @@ const (
 	defaultCaptureBytes    = 4096
 	defaultRingBufferBytes = 8 << 20
 	defaultMaxConns        = 65536
+	defaultLinkHold        = time.Second
+	defaultLinkMax         = 65536
 )
 
 func (o *Options) withDefaults() (Options, error) {
@@ -84,6 +94,18 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.Sink == nil {
 		return r, fmt.Errorf("no sink for spans")
+	}
+	if r.LinkHold == 0 {
+		r.LinkHold = defaultLinkHold
+	}
+	if r.LinkHold > time.Minute {
+		return r, fmt.Errorf("link hold %v: must be at most a minute", r.LinkHold)
+	}
+	if r.LinkMax == 0 {
+		r.LinkMax = defaultLinkMax
+	}
+	if r.LinkMax < 0 {
+		return r, fmt.Errorf("link max %d: must be positive", r.LinkMax)
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)

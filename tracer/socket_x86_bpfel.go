@@ -48,6 +48,7 @@ type socketSslCall struct {
 	CountPtr uint64
 	Sp       uint64
 	Sock     uint64
+	IoTs     uint64
 	Fd       int32
 	Op       uint8
 	Count    uint8

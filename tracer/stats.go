@@ -72,6 +72,9 @@ type Stats struct {
 	// server spans made children of their client span, and server spans
 	// whose client span did not come in time.
 	LinkCandidates, Linked, LinkUnmatched uint64
+	// ProxyLinked counts client spans of processes without probes made
+	// children of the server span they forwarded.
+	ProxyLinked uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call while Run
@@ -99,6 +102,7 @@ func (t *Tracer) Stats() Stats {
 		LinkCandidates:      t.stats.linkCandidates.Load(),
 		Linked:              t.stats.linked.Load(),
 		LinkUnmatched:       t.stats.linkUnmatched.Load(),
+		ProxyLinked:         t.stats.proxyLinked.Load(),
 		GoMerged:            t.stats.goMerged.Load(),
 		GoSocketOnly:        t.stats.goSocketOnly.Load(),
 		Ciphertext:          t.stats.ciphertext.Load(),

@@ -98,6 +98,7 @@ type counters struct {
 	goSpans, goMerged, goSocketOnly       atomic.Uint64
 	goGRPCSpans                           atomic.Uint64
 	linkCandidates, linked, linkUnmatched atomic.Uint64
+	proxyLinked                           atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
 	processes                             atomic.Int64
 

@@ -141,6 +141,7 @@ struct go_span {
 	__u8 tls;             // 1 when the connection is crypto/tls
 	__u8 grpc;            // 1: a grpc-go call; path is its full method, host the client's authority
 	__u8 _pad;
+	__u32 stream_id;      // grpc-go: the call's HTTP/2 stream; 0: unknown
 };
 
 // Where the packed strings may start: a power of two the verifier is shown
@@ -189,6 +190,10 @@ struct go_offsets {
 	__u16 grpc_error_status;  // internal/status.Error.s
 	__u16 grpc_status_proto;  // internal/status.Status.s
 	__u16 grpc_proto_code;    // genproto rpc/status.Status.Code (int32)
+	__u16 grpc_server_stream_id; // the stream ID (uint32) in the stream the server probes see
+	__u16 grpc_cs_attempt;       // grpc.clientStream.attempt
+	__u16 grpc_attempt_stream;   // grpc.csAttempt.s (transportStream from v1.71)
+	__u16 grpc_client_stream_id; // the stream ID in that stream
 };
 
 // ---- OpenSSL uprobes (bpf/openssl.c) -----------------------------------------

@@ -75,6 +75,7 @@ struct ssl_call {
 	__u64 count_ptr; // SSL_COUNT_POINTER: where the count is stored
 	__u64 sp;        // stack pointer at entry: tells a nested call from a stale entry
 	__u64 sock;      // 0 until a nested syscall on a TCP socket is seen
+	__u64 io_ts;     // when the latest nested syscall on it returned; 0: none
 	__s32 fd;
 	__u8 op;         // enum ssl_op
 	__u8 count;      // enum ssl_count

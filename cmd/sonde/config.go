@@ -35,6 +35,8 @@ type fileConfig struct {
 	LogFormat    *string         `yaml:"log_format"`
 	LogLevel     *string         `yaml:"log_level"`
 	FlushTimeout *duration       `yaml:"flush_timeout"`
+	LinkHold     *duration       `yaml:"link_hold"`
+	LinkMax      *strictInt      `yaml:"link_max"`
 	MetricsAddr  *string         `yaml:"metrics_addr"`
 	CPUProfile   *string         `yaml:"cpu_profile"`
 	TLS          *bool           `yaml:"tls"`
@@ -158,6 +160,8 @@ func (fc *fileConfig) validate() error {
 		{"log_format", fc.LogFormat != nil, func() error { return checkLogFormat(deref(fc.LogFormat)) }},
 		{"log_level", fc.LogLevel != nil, func() error { return checkLogLevel(deref(fc.LogLevel)) }},
 		{"flush_timeout", fc.FlushTimeout != nil, func() error { return checkFlushTimeout(time.Duration(deref(fc.FlushTimeout))) }},
+		{"link_hold", fc.LinkHold != nil, func() error { return checkLinkHold(time.Duration(deref(fc.LinkHold))) }},
+		{"link_max", fc.LinkMax != nil, func() error { return checkMaxConns(int(deref(fc.LinkMax))) }},
 		{"metrics_addr", fc.MetricsAddr != nil, func() error { return checkMetricsAddr(deref(fc.MetricsAddr)) }},
 	}
 	for _, c := range checks {
@@ -297,6 +301,12 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 	}
 	setIf(&c.logFormat, fc.LogFormat, !flagSet["log-format"])
 	setIf(&c.logLevel, fc.LogLevel, !flagSet["log-level"])
+	if fc.LinkHold != nil && !flagSet["link-hold"] {
+		c.linkHold = time.Duration(*fc.LinkHold)
+	}
+	if fc.LinkMax != nil && !flagSet["link-max"] {
+		c.linkMax = int(*fc.LinkMax)
+	}
 	if fc.FlushTimeout != nil && !flagSet["flush-timeout"] {
 		c.flushTimeout = time.Duration(*fc.FlushTimeout)
 	}

@@ -57,6 +57,8 @@ max_conns: 1000
 log_format: json
 log_level: debug
 flush_timeout: 1m30s
+link_hold: 250ms
+link_max: 500
 metrics_addr: 127.0.0.1:19464
 cpu_profile: /tmp/sonde.prof
 tls: false
@@ -95,6 +97,8 @@ func TestConfigEveryField(t *testing.T) {
 		cpuProfile:   "/tmp/sonde.prof",
 		tls:          false,
 		goProbes:     false,
+		linkHold:     250 * time.Millisecond,
+		linkMax:      500,
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -229,6 +233,8 @@ otlp:
 			metricsAddr:  listenAddr{addr: defaultMetricsAddr, explicit: true},
 			tls:          true,
 			goProbes:     true,
+			linkHold:     time.Second,
+			linkMax:      65536,
 		}
 		if !reflect.DeepEqual(*cfg, want) {
 			t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -281,7 +287,7 @@ otlp:
 func TestConfigUnknownKeysNameKeyAndLine(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"output: json\nlog_levle: debug\n",
-			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, metrics_addr, cpu_profile, tls, go, otlp`},
+			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, metrics_addr, cpu_profile, tls, go, otlp`},
 		{"otlp:\n  endpoint: http://c:4317\n  endpiont: x\n",
 			`line 3: unknown key "otlp.endpiont"; accepted keys are endpoint, protocol, headers, insecure, timeout`},
 		{"select:\n  - exe: a\n  - exe: b\n    prot: 80\n",

@@ -38,6 +38,8 @@ type traceConfig struct {
 	tls          bool
 	goProbes     bool
 	record       string
+	linkHold     time.Duration
+	linkMax      int
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
@@ -64,6 +66,8 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.flushTimeout, "flush-timeout", 10*time.Second, "how long to wait for pending spans to be exported at exit")
 	c.metricsAddr = listenAddr{addr: defaultMetricsAddr}
 	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
+	fs.DurationVar(&c.linkHold, "link-hold", time.Second, "how long a server span whose client sonde also traces waits for that client's span, to become its child (0s: no same-host linking)")
+	fs.IntVar(&c.linkMax, "link-max", 65536, "how many spans wait for their other end at once; beyond it they are exported unlinked")
 	fs.StringVar(&c.record, "record", "", "also write every span to this file, as JSON lines, for sonde map --from FILE")
 	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
@@ -84,6 +88,8 @@ func (c *traceConfig) validate() error {
 		{"log-format", checkLogFormat(c.logFormat)},
 		{"log-level", checkLogLevel(c.logLevel)},
 		{"flush-timeout", checkFlushTimeout(c.flushTimeout)},
+		{"link-hold", checkLinkHold(c.linkHold)},
+		{"link-max", checkMaxConns(c.linkMax)},
 		{"metrics-addr", checkMetricsAddr(c.metricsAddr.addr)},
 	} {
 		if v.err != nil {
@@ -136,6 +142,13 @@ func checkLogFormat(s string) error {
 func checkLogLevel(s string) error {
 	_, err := parseLevel(s)
 	return err
+}
+
+func checkLinkHold(d time.Duration) error {
+	if d < 0 || d > time.Minute {
+		return fmt.Errorf("%q: accepted values are durations from 0s to 1m", d)
+	}
+	return nil
 }
 
 func checkFlushTimeout(d time.Duration) error {
@@ -337,6 +350,8 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		MaxConns:        cfg.maxConns,
 		NoSSLProbes:     !cfg.tls,
 		NoGoProbes:      !cfg.goProbes,
+		LinkHold:        linkHold(cfg.linkHold),
+		LinkMax:         cfg.linkMax,
 		Sink:            sinks.sink(),
 		Logger:          log,
 	})
@@ -452,6 +467,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"link_candidates", s.LinkCandidates,
 		"linked", s.Linked,
 		"link_unmatched", s.LinkUnmatched,
+		"proxy_linked", s.ProxyLinked,
 		"go_merged", s.GoMerged,
 		"go_socket_only", s.GoSocketOnly,
 		"pending_at_exit", s.PendingAtExit,
@@ -550,4 +566,12 @@ func (ts teeSink) sink() tracer.Sink {
 		return ts[0]
 	}
 	return ts
+}
+
+// linkHold maps the CLI's 0s (off) to the tracer's negative hold.
+func linkHold(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

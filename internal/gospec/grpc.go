@@ -1,6 +1,7 @@
 package gospec
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -31,18 +32,36 @@ var GRPCVersions = []string{
 // ServerStream split), and the newest.
 var GRPCE2E = []string{"v1.56.3", "v1.66.3", "v1.85.0"}
 
+// GRPCField is one struct field of grpc-go the probes read. Since is the
+// first grpc minor version that has it, Until the last (0: still there).
+type GRPCField struct {
+	Struct, Name string
+	Since, Until int
+}
+
 // GRPCFields lists the struct fields of grpc-go (and the status message
-// it links) that sonde's gRPC probes read. Since is the first grpc minor
-// version that has the field.
-var GRPCFields = []Field{
-	{"google.golang.org/grpc/internal/transport.Stream", "method", 0},
-	// From v1.69 the server's stream is a ServerStream embedding Stream.
-	{"google.golang.org/grpc/internal/transport.ServerStream", "Stream", 69},
-	{"google.golang.org/grpc/internal/transport.http2Server", "conn", 0},
-	{"google.golang.org/grpc.ClientConn", "authority", 0},
-	{"google.golang.org/grpc/internal/status.Error", "s", 0},
-	{"google.golang.org/grpc/internal/status.Status", "s", 0},
-	{"google.golang.org/genproto/googleapis/rpc/status.Status", "Code", 0},
+// it links) that sonde's gRPC probes read.
+var GRPCFields = []GRPCField{
+	{"google.golang.org/grpc/internal/transport.Stream", "method", 0, 0},
+	{"google.golang.org/grpc/internal/transport.Stream", "id", 0, 0},
+	// From v1.69 the server's and the client's streams are a ServerStream
+	// and a ClientStream embedding Stream.
+	{"google.golang.org/grpc/internal/transport.ServerStream", "Stream", 69, 0},
+	{"google.golang.org/grpc/internal/transport.ClientStream", "Stream", 69, 0},
+	{"google.golang.org/grpc/internal/transport.http2Server", "conn", 0, 0},
+	{"google.golang.org/grpc.ClientConn", "authority", 0, 0},
+	{"google.golang.org/grpc.clientStream", "attempt", 0, 0},
+	// csAttempt's stream was renamed in v1.71.
+	{"google.golang.org/grpc.csAttempt", "s", 0, 70},
+	{"google.golang.org/grpc.csAttempt", "transportStream", 71, 0},
+	{"google.golang.org/grpc/internal/status.Error", "s", 0, 0},
+	{"google.golang.org/grpc/internal/status.Status", "s", 0, 0},
+	{"google.golang.org/genproto/googleapis/rpc/status.Status", "Code", 0, 0},
+}
+
+// Has reports whether grpc-go minor version minor has the field.
+func (f GRPCField) Has(minor int) bool {
+	return minor >= f.Since && (f.Until == 0 || minor <= f.Until)
 }
 
 // GRPCMinor returns N for a grpc-go version v1.N.P, or -1.
@@ -108,5 +127,21 @@ func ExtractGRPC(version string, fieldOffset func(structName, field string) (uin
 	if minor < 0 {
 		return nil, fmt.Errorf("bad grpc version %q", version)
 	}
-	return extract(version, minor, GRPCFields, fieldOffset, notFound)
+	out := Structs{}
+	for _, f := range GRPCFields {
+		off, err := fieldOffset(f.Struct, f.Name)
+		switch {
+		case !f.Has(minor) && errors.Is(err, notFound):
+			continue
+		case !f.Has(minor) && err == nil:
+			return nil, fmt.Errorf("%s has %s.%s, listed for v1.%d to v1.%d only", version, f.Struct, f.Name, f.Since, f.Until)
+		case err != nil:
+			return nil, fmt.Errorf("%s: %w", version, err)
+		}
+		if out[f.Struct] == nil {
+			out[f.Struct] = map[string]uint64{}
+		}
+		out[f.Struct][f.Name] = off
+	}
+	return out, nil
 }
