@@ -108,6 +108,12 @@ static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long
 		return NULL;
 	b->hdr.dir = dir;
 	b->hdr.size = ret;
+	// One message of a sendmmsg/recvmmsg batch cannot be placed from the
+	// socket's state after the whole call.
+	if (syscall != SYS_SENDMMSG && syscall != SYS_RECVMMSG) {
+		b->hdr.tcp_seq = first_seq(sk, dir, (__u32)ret);
+		b->hdr.seq_known = 1;
+	}
 	return b;
 }
 

@@ -74,6 +74,15 @@ func TestSameHostLinking(t *testing.T) {
 			if sp.Start.Before(parent.Start.Add(-5*time.Millisecond)) || sp.End.After(parent.End.Add(5*time.Millisecond)) {
 				t.Errorf("%s: child outside its parent's time: %s\nparent %s", server.label, sp, parent)
 			}
+			// Both ends of an HTTP/1 exchange number its bytes alike: the
+			// data a backend needs to pair them across hosts.
+			if sp.attr("rpc.method") == "" {
+				for _, k := range []string{"sonde.tcp.request_seq", "sonde.tcp.response_seq"} {
+					if sp.attr(k) == "" || sp.attr(k) != parent.attr(k) {
+						t.Errorf("%s: %s %q on the server, %q on the client", server.label, k, sp.attr(k), parent.attr(k))
+					}
+				}
+			}
 		}
 	}
 	if got := r.stat("linked"); got != want {

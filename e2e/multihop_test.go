@@ -86,7 +86,7 @@ func TestMultiHopTrace(t *testing.T) {
 	}
 	roots := filter(r.spans, func(sp span) bool { return exeName(sp) == "curl" })
 	if len(roots) != total {
-		t.Fatalf("%d curl spans, want %d", len(roots), total)
+		t.Fatalf("%d curl spans, want %d\n%s", len(roots), total, tlsSummary(sondeResult{spans: roots, stats: r.stats}))
 	}
 	type hop struct {
 		exe, kind, name string

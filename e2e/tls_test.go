@@ -187,11 +187,14 @@ func tlsSummary(r sondeResult) string {
 		fmt.Fprintf(&b, " %s=%d", k, counts[k])
 	}
 	fmt.Fprintf(&b, "\nparse_errors %v, tls_unpaired %v, lost %v", r.stats["parse_errors"], r.stats["tls_unpaired"], r.stats["lost"])
-	for i, s := range r.spans {
-		if i == 4 {
-			break
+	// Each span in one line: which exchange, of which process, when.
+	for _, s := range r.spans {
+		what := s.attr("url.full")
+		if what == "" {
+			what = s.attr("url.path")
 		}
-		fmt.Fprintf(&b, "\n  %s", s)
+		fmt.Fprintf(&b, "\n  %s %s pid=%s %s %s span=%s parent=%s start=%s status=%s", s.Kind, exeName(s), s.res("process.pid"), s.Name, what,
+			s.SpanID, s.ParentSpanID, s.Start.Format("15:04:05.000000"), s.attr("http.response.status_code"))
 	}
 	return b.String()
 }

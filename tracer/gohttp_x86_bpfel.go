@@ -34,7 +34,10 @@ type gohttpEventBuf struct {
 		Family   uint8
 		Comm     [16]int8
 		Flags    uint8
-		Pad      [3]uint8
+		SeqKnown uint8
+		Pad      [2]uint8
+		TcpSeq   uint32
+		Pad2     uint32
 	}
 	Data [32768]uint8
 }

@@ -128,7 +128,11 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	// One stamp per chunk, taken when the syscall returned: received bytes
 	// were there then, and sent bytes had left (a write of a few KiB to a
 	// socket returns within microseconds of its start).
-	xs, err := c.http.Feed(dir, http1.Chunk{Data: data, Size: int(e.Size), Start: e.Ts, End: e.Ts}, t.xbuf[:0])
+	ch := http1.Chunk{Data: data, Size: int(e.Size), Start: e.Ts, End: e.Ts}
+	if e.SeqKnown != 0 {
+		ch.Pos = 1<<32 | uint64(e.TcpSeq) // never 0; the low 32 bits are the sequence number
+	}
+	xs, err := c.http.Feed(dir, ch, t.xbuf[:0])
 	if err != nil {
 		t.parseError(c, err)
 	}

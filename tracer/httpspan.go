@@ -163,9 +163,25 @@ func (t *Tracer) httpSpan(c *conn, p *process, x *http1.Exchange) *export.Span {
 			attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(code)))
 		}
 	}
+	// Where the exchange sits in the TCP streams, which both ends number
+	// alike: what a backend needs to pair the two ends across hosts
+	// (docs/cross-host.md).
+	if req.Pos != 0 {
+		attrs = append(attrs, attribute.Int64(attrRequestSeq, int64(uint32(req.Pos))))
+	}
+	if resp.Pos != 0 && !x.Incomplete {
+		attrs = append(attrs, attribute.Int64(attrResponseSeq, int64(uint32(resp.Pos))))
+	}
 	s.Attributes = attrs
 	return s
 }
+
+// The TCP sequence numbers of an exchange's first request byte and first
+// response byte, as seen on the end that exported the span.
+const (
+	attrRequestSeq  = "sonde.tcp.request_seq"
+	attrResponseSeq = "sonde.tcp.response_seq"
+)
 
 // splitTarget separates the path and the query of a request-target in
 // origin form, absolute form or asterisk form. A fragment, which clients do

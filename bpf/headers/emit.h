@@ -74,6 +74,8 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 	e->syscall = syscall;
 	e->family = 0;
 	e->flags = 0;
+	e->seq_known = 0;
+	e->tcp_seq = 0;
 	e->sport = 0;
 	e->dport = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

@@ -85,8 +85,13 @@ struct event {
 	__u8 syscall;   // enum syscall_id
 	__u8 family;    // AF_INET or AF_INET6 as seen on the socket
 	char comm[16];
-	__u8 flags;   // EVENT_F_*
-	__u8 _pad[3]; // explicit: keeps sizeof a multiple of 8 with no hidden tail
+	__u8 flags;     // EVENT_F_*
+	__u8 seq_known; // 1: tcp_seq is set
+	__u8 _pad[2];   // explicit: keeps sizeof a multiple of 8 with no hidden tail
+	// TCP sequence number of the first byte a data event moved: both ends
+	// of a connection number its bytes alike (docs/cross-host.md).
+	__u32 tcp_seq;
+	__u32 _pad2;
 };
 
 // Counters in the per-CPU array "counters"; userspace sums the CPUs.

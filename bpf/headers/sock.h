@@ -79,3 +79,23 @@ static __always_inline void fill_tuple(struct event *e, struct sock *s)
 		__builtin_memcpy(e->daddr, sk->skc_v6_daddr.in6_u.u6_addr8, 16);
 	}
 }
+
+// first_seq is the TCP sequence number of the first of the n bytes a send
+// (egress) or receive (ingress) just moved on s: at the syscall's return,
+// write_seq and copied_seq are past them. A receive that reached the
+// peer's FIN also moved copied_seq past the FIN, which takes a sequence
+// number of its own: it did when the FIN has arrived (the state says so)
+// and nothing is left to read (copied_seq is rcv_nxt), as a read that
+// returns data cannot come after one that consumed the FIN.
+static __always_inline __u32 first_seq(struct sock *s, __u8 dir, __u32 n)
+{
+	struct tcp_sock *tp = AS(struct tcp_sock, s);
+	if (dir == DIR_EGRESS)
+		return tp->write_seq - n;
+	__u32 seq = tp->copied_seq - n;
+	__u8 state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
+	bool fin_in = state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+	if (fin_in && tp->copied_seq == tp->rcv_nxt)
+		seq--;
+	return seq;
+}

@@ -33,6 +33,10 @@ type Chunk struct {
 	// Start and End are opaque stamps of the first and last byte of the
 	// chunk; they are copied into messages untouched.
 	Start, End uint64
+	// Pos, when not 0, is the position of the chunk's first byte in its
+	// direction's stream, counting one per byte (a TCP sequence number,
+	// say); each message then reports the Pos of its own first byte.
+	Pos uint64
 }
 
 // Limits bound the memory and work spent on one connection. A nil *Limits,
@@ -100,6 +104,9 @@ type RequestMeta struct {
 	// Start is the stamp of the chunk carrying the first byte, End the
 	// stamp of the chunk carrying the last one.
 	Start, End uint64
+	// Pos is the position of the first byte (Chunk.Pos plus its offset in
+	// the chunk), 0 when unknown.
+	Pos uint64
 	// HeadTruncated: a gap hid part of the head, so fields after it
 	// (possibly the framing) are unknown and the body was not followed.
 	HeadTruncated bool
@@ -116,6 +123,7 @@ type ResponseMeta struct {
 	Chunked       bool
 	BodySize      int64
 	Start, End    uint64
+	Pos           uint64 // as RequestMeta.Pos
 	// Close reports that the connection will close after this response:
 	// either side asked for it, HTTP/1.0 without keep-alive, or the body
 	// is delimited by the close.

@@ -715,3 +715,38 @@ func TestResyncStartSplitAcrossChunks(t *testing.T) {
 		t.Fatal("couldStartMessage for responses")
 	}
 }
+
+// Each message reports the position of its own first byte: pipelined
+// messages in one chunk at their offsets, a message split over chunks at
+// its first chunk's, one resynchronised from held bytes as unknown.
+func TestPositions(t *testing.T) {
+	c := NewConn(nil)
+	var xs []Exchange
+	feed := func(dir Direction, pos uint64, data string) {
+		var err error
+		xs, err = c.Feed(dir, Chunk{Data: []byte(data), Size: len(data), Pos: pos}, xs)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	const r1, r2 = "GET /1 HTTP/1.1\r\n\r\n", "GET /2 HTTP/1.1\r\n\r\n"
+	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+	feed(Request, 1000, r1+r2)
+	feed(Response, 5000, "HTTP/1.1 200 OK\r\n")
+	feed(Response, 5017, "Content-Length: 0\r\n\r\n"+ok)
+	if len(xs) != 2 {
+		t.Fatalf("%d exchanges, want 2", len(xs))
+	}
+	want := [][2]uint64{{1000, 5000}, {1000 + uint64(len(r1)), 5017 + uint64(len("Content-Length: 0\r\n\r\n"))}}
+	for i, x := range xs {
+		if got := [2]uint64{x.Request.Pos, x.Response.Pos}; got != want[i] {
+			t.Errorf("exchange %d positions %v, want %v", i, got, want[i])
+		}
+	}
+	xs = xs[:0]
+	feed(Request, 0, r1)
+	feed(Response, 0, ok)
+	if len(xs) != 1 || xs[0].Request.Pos != 0 || xs[0].Response.Pos != 0 {
+		t.Errorf("chunks of unknown position: %+v", xs)
+	}
+}

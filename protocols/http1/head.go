@@ -12,6 +12,10 @@ import (
 func (c *Conn) lines(s *stream, data []byte) int {
 	if s.st == stHead && s.headBytes == 0 {
 		s.start = s.chBeg
+		s.pos = 0
+		if s.chPos != 0 {
+			s.pos = s.chPos + uint64(s.at)
+		}
 	}
 	i := bytes.IndexByte(data, '\n')
 	if i < 0 {
@@ -376,6 +380,7 @@ func (s *stream) fillRequest() {
 	s.req.TraceState = v[fTraceState]
 	s.req.ContentLength = s.h.cl
 	s.req.Start = s.start
+	s.req.Pos = s.pos
 }
 
 func (c *Conn) responseHeadDone(s *stream) {
@@ -395,6 +400,7 @@ func (c *Conn) responseHeadDone(s *stream) {
 		s.seq, s.reqClose, method = p.seq, p.reqClose, p.req.Method
 	}
 	s.resp.Start = s.start
+	s.resp.Pos = s.pos
 	s.resp.ContentLength = h.cl
 	s.resp.Chunked = h.te && h.chunkedLast
 	s.resp.Close = h.close || (s.resp.Proto == "1.0" && !h.keepAlive) || s.reqClose
@@ -447,6 +453,7 @@ func (c *Conn) truncatedHead(s *stream) {
 	} else if code := s.resp.StatusCode; code >= 200 || code == 101 {
 		s.resp.HeadTruncated = true
 		s.resp.Start = s.start
+		s.resp.Pos = s.pos
 		s.resp.ContentLength = s.h.cl
 		s.resp.Chunked = s.h.chunkedLast
 		p := c.target()

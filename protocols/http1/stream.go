@@ -60,6 +60,9 @@ type stream struct {
 	chEnd uint64 // End stamp of the chunk being fed
 	chBeg uint64 // Start stamp of the chunk being fed
 	start uint64 // Start stamp of the current message's first byte
+	chPos uint64 // Pos of the chunk being fed, 0 if unknown
+	at    int    // bytes of that chunk consumed before the current step
+	pos   uint64 // Pos of the current message's first byte
 
 	line      []byte // partial line carried across chunks
 	headBytes int
@@ -113,7 +116,7 @@ func (s *stream) looksLikeStart(b []byte) bool {
 }
 
 func (c *Conn) feed(s *stream, ch Chunk) {
-	s.chBeg, s.chEnd = ch.Start, ch.End
+	s.chBeg, s.chEnd, s.chPos = ch.Start, ch.End, ch.Pos
 	data := ch.Data
 	gap := max(ch.Size-len(data), 0)
 	if s.st == stResync {
@@ -121,6 +124,7 @@ func (c *Conn) feed(s *stream, ch Chunk) {
 		if len(s.hold) > 0 {
 			// A new slice: hold must stay a few bytes, not grow to a chunk.
 			start = s.holdStart
+			s.chPos = 0 // the held bytes came from another chunk
 			data = append(append(make([]byte, 0, len(s.hold)+len(data)), s.hold...), data...)
 		}
 		if !s.looksLikeStart(data) {
@@ -140,8 +144,10 @@ func (c *Conn) feed(s *stream, ch Chunk) {
 		s.hold = s.hold[:0]
 		s.chBeg = start
 	}
+	total := len(data)
 	for len(data) > 0 {
 		var n int
+		s.at = total - len(data)
 		switch s.st {
 		case stHead, stTrailer:
 			n = c.lines(s, data)
