@@ -17,9 +17,9 @@ FUZZTIME   ?= 20s
 # (util-linux) drops privileges, systemd-analyze (systemd) checks the unit
 # file, gcc and libssl-dev build the OpenSSL fixtures (static and shared),
 # and wrk, python3, curl, nginx, openssl and nghttp2-client (h2load) are
-# real peers.
+# real peers; chromium renders the live page headless.
 TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates systemd \
-	gcc libc6-dev libssl-dev nginx openssl nghttp2-client
+	gcc libc6-dev libssl-dev nginx openssl nghttp2-client chromium
 DEMO_PACKAGES := python3 curl
 
 .PHONY: offsets static image all build demo test unit e2e check-generate generate vmlinux bench fuzz vet deps-test deps-demo clean

@@ -292,7 +292,7 @@ int go_client_start(struct pt_regs *ctx)
 	if (!o || !selected(tgid))
 		return 0;
 	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
-	struct go_client_state cs = {.start_ts = bpf_ktime_get_ns()};
+	struct go_client_state cs = {.start_ts = bpf_ktime_get_ns(), .fd = -1};
 	struct go_context *parent = NULL;
 	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
 	if (st)
@@ -327,6 +327,13 @@ int go_client_conn(struct pt_regs *ctx)
 	__u64 goid = goid_of(o, GO_G(ctx));
 	struct go_ptr_key pk = {.tgid = tgid, .ptr = read_u64(GO_ARG2(ctx) + o->treq_request)};
 	bpf_map_update_elem(&go_callers, &pk, &goid, BPF_ANY);
+	// The connection the request goes out on: concurrent calls of one
+	// method and path meet their own socket views by it. Over TLS this is
+	// not the socket, and no socket view comes to meet.
+	struct go_key key = {.tgid = tgid, .goid = goid};
+	struct go_client_state *cs = bpf_map_lookup_elem(&go_clients, &key);
+	if (cs)
+		cs->fd = fd_of_conn(o, GO_ARG1(ctx) + o->pconn_conn, false);
 	return 0;
 }
 
@@ -339,7 +346,7 @@ static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 go
 	if (!cs)
 		return 0;
 	struct event_buf *b;
-	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, -1);
+	struct go_span *s = span_event(&b, EVENT_GO_CLIENT, cs->fd);
 	if (s) {
 		s->start_ts = cs->start_ts;
 		s->goid = goid;

@@ -49,6 +49,8 @@ type gohttpGoClientState struct {
 	SpanId       uint64
 	ParentSpanId uint64
 	TraceId      [2]uint64
+	Fd           int32
+	Pad          uint32
 }
 
 type gohttpGoContext struct {
@@ -96,6 +98,7 @@ type gohttpGoOffsets struct {
 	RespStatusCode     uint16
 	RespRequest        uint16
 	MhfFields          uint16
+	PconnConn          uint16
 	GrpcStreamMethod   uint16
 	GrpcServerConn     uint16
 	GrpcCcAuthority    uint16

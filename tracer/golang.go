@@ -499,6 +499,7 @@ func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffs
 		{&o.RespStatusCode, "net/http.Response", "StatusCode", "client", false},
 		{&o.RespRequest, "net/http.Response", "Request", "client", false},
 		{&o.MhfFields, "net/http.http2MetaHeadersFrame", "Fields", "h2client", false},
+		{&o.PconnConn, "net/http.persistConn", "conn", "client", false},
 	}
 	missing = map[string]string{}
 	for _, f := range fields {

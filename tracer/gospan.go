@@ -119,8 +119,8 @@ func takeTwin(list *[]*heldView, s *export.Span, tgid uint32, fd int32, method, 
 		} else if h.method != method || !samePath(h.path, path) {
 			continue
 		}
-		if s.Kind == trace.SpanKindServer && h.fd != fd {
-			continue
+		if h.fd != fd && (s.Kind == trace.SpanKindServer || h.fd >= 0 && fd >= 0) {
+			continue // a client's connection counts when both views know it
 		}
 		if !within(h.span.Start.Sub(s.Start)) && !within(h.span.End.Sub(s.End)) {
 			continue
@@ -250,8 +250,8 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 	}
 	t.stats.goSpans.Add(1)
 	fd := e.Fd
-	if s.Kind == trace.SpanKindClient {
-		fd = -1
+	if g.Grpc != 0 && s.Kind == trace.SpanKindClient {
+		fd = -1 // grpc-go's client view names its stream instead
 	}
 	if g.Grpc != 0 && s.Kind == trace.SpanKindServer {
 		// The probes cannot tell grpc's TLS connections from plain ones
@@ -294,7 +294,10 @@ func intAttr(s *export.Span, k attribute.Key) int {
 func (t *Tracer) onSocketView(c *conn, s *export.Span, method, path string, stream uint32) {
 	fd, port := c.key.fd, 0
 	if s.Kind == trace.SpanKindClient {
-		fd, port = -1, int(c.remote.Port())
+		port = int(c.remote.Port())
+		if stream != 0 {
+			fd = -1 // HTTP/2: the stream tells calls apart
+		}
 	}
 	if h := takeTwin(&t.gostate.gos, s, c.key.tgid, fd, method, path, port, stream); h != nil {
 		t.mergeGo(h.span, s)

@@ -188,6 +188,7 @@ struct go_offsets {
 	__u16 resp_status_code;   // net/http.Response.StatusCode
 	__u16 resp_request;       // net/http.Response.Request
 	__u16 mhf_fields;         // net/http.http2MetaHeadersFrame.Fields
+	__u16 pconn_conn;         // net/http.persistConn.conn: an interface
 	// grpc-go, from its own table (offsets/grpc.json) or DWARF.
 	__u16 grpc_stream_method; // the method string in the stream the server probes see
 	__u16 grpc_server_conn;   // transport.http2Server.conn: an interface

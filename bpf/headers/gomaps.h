@@ -40,6 +40,8 @@ struct go_client_state {
 	__u64 span_id;
 	__u64 parent_span_id;
 	__u64 trace_id[2];
+	__s32 fd;  // the HTTP/1 connection's socket, once picked; -1 until then
+	__u32 _pad;
 };
 
 // Bounded by LRU eviction: a request whose end probe never fires (a

@@ -37,6 +37,7 @@ type fileConfig struct {
 	FlushTimeout *duration       `yaml:"flush_timeout"`
 	LinkHold     *duration       `yaml:"link_hold"`
 	LinkMax      *strictInt      `yaml:"link_max"`
+	UI           *string         `yaml:"ui"`
 	MetricsAddr  *string         `yaml:"metrics_addr"`
 	CPUProfile   *string         `yaml:"cpu_profile"`
 	TLS          *bool           `yaml:"tls"`
@@ -162,6 +163,7 @@ func (fc *fileConfig) validate() error {
 		{"flush_timeout", fc.FlushTimeout != nil, func() error { return checkFlushTimeout(time.Duration(deref(fc.FlushTimeout))) }},
 		{"link_hold", fc.LinkHold != nil, func() error { return checkLinkHold(time.Duration(deref(fc.LinkHold))) }},
 		{"link_max", fc.LinkMax != nil, func() error { return checkMaxConns(int(deref(fc.LinkMax))) }},
+		{"ui", fc.UI != nil, func() error { return checkUI(deref(fc.UI)) }},
 		{"metrics_addr", fc.MetricsAddr != nil, func() error { return checkMetricsAddr(deref(fc.MetricsAddr)) }},
 	}
 	for _, c := range checks {
@@ -306,6 +308,9 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 	}
 	if fc.LinkMax != nil && !flagSet["link-max"] {
 		c.linkMax = int(*fc.LinkMax)
+	}
+	if fc.UI != nil && !flagSet["ui"] {
+		c.ui = *fc.UI
 	}
 	if fc.FlushTimeout != nil && !flagSet["flush-timeout"] {
 		c.flushTimeout = time.Duration(*fc.FlushTimeout)

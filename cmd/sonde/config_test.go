@@ -287,7 +287,7 @@ otlp:
 func TestConfigUnknownKeysNameKeyAndLine(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"output: json\nlog_levle: debug\n",
-			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, metrics_addr, cpu_profile, tls, go, otlp`},
+			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, ui, metrics_addr, cpu_profile, tls, go, otlp`},
 		{"otlp:\n  endpoint: http://c:4317\n  endpiont: x\n",
 			`line 3: unknown key "otlp.endpiont"; accepted keys are endpoint, protocol, headers, insecure, timeout`},
 		{"select:\n  - exe: a\n  - exe: b\n    prot: 80\n",
@@ -407,5 +407,27 @@ func TestConfigRuleKeysMatchTheFlagForm(t *testing.T) {
 	}
 	if len(cfg.selects) != 1 || cfg.selects[0] != flagForm {
 		t.Errorf("file %v, flag %v", cfg.selects, flagForm)
+	}
+}
+
+// --ui binds to loopback unless a host is named.
+func TestUIAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"":               "",
+		"9465":           "127.0.0.1:9465",
+		":9465":          "127.0.0.1:9465",
+		"127.0.0.1:0":    "127.0.0.1:0",
+		"0.0.0.0:9465":   "0.0.0.0:9465",
+		"[::1]:9465":     "[::1]:9465",
+		"localhost:9465": "localhost:9465",
+	} {
+		if got, err := uiAddr(in); err != nil || got != want {
+			t.Errorf("uiAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"nope", "1.2.3.4", ":99999", "host:port"} {
+		if _, err := uiAddr(bad); err == nil {
+			t.Errorf("uiAddr(%q) accepted", bad)
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/sondehq/sonde/tracer/export"
 	"github.com/sondehq/sonde/tracer/features"
 	"github.com/sondehq/sonde/tracer/servicemap"
+	"github.com/sondehq/sonde/tracer/ui"
 )
 
 // traceConfig is what `sonde trace` and `sonde demo` share.
@@ -40,6 +41,7 @@ type traceConfig struct {
 	record       string
 	linkHold     time.Duration
 	linkMax      int
+	ui           string
 	logFormat    string
 	logLevel     string
 	flushTimeout time.Duration
@@ -68,6 +70,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.Var(&c.metricsAddr, "metrics-addr", "serve Prometheus metrics on `host:port`, at /metrics; empty disables them. When the default address is taken, sonde warns and runs without metrics; an address given explicitly must work")
 	fs.DurationVar(&c.linkHold, "link-hold", time.Second, "how long a server span whose client sonde also traces waits for that client's span, to become its child (0s: no same-host linking)")
 	fs.IntVar(&c.linkMax, "link-max", 65536, "how many spans wait for their other end at once; beyond it they are exported unlinked")
+	fs.StringVar(&c.ui, "ui", "", "serve a live page of the service map and the recent traces on this address (PORT binds to 127.0.0.1)")
 	fs.StringVar(&c.record, "record", "", "also write every span to this file, as JSON lines, for sonde map --from FILE")
 	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
@@ -90,6 +93,7 @@ func (c *traceConfig) validate() error {
 		{"flush-timeout", checkFlushTimeout(c.flushTimeout)},
 		{"link-hold", checkLinkHold(c.linkHold)},
 		{"link-max", checkMaxConns(c.linkMax)},
+		{"ui", checkUI(c.ui)},
 		{"metrics-addr", checkMetricsAddr(c.metricsAddr.addr)},
 	} {
 		if v.err != nil {
@@ -141,6 +145,11 @@ func checkLogFormat(s string) error {
 
 func checkLogLevel(s string) error {
 	_, err := parseLevel(s)
+	return err
+}
+
+func checkUI(s string) error {
+	_, err := uiAddr(s)
 	return err
 }
 
@@ -324,7 +333,12 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 			return fmt.Errorf("set up metrics export: %w", err)
 		}
 	}
-	if metricsLn != nil || meters != nil {
+	var recent *ui.Recent
+	if cfg.ui != "" {
+		recent = ui.NewRecent(nil)
+		sinks = append(sinks, recent)
+	}
+	if metricsLn != nil || meters != nil || recent != nil {
 		var opts servicemap.Options
 		if meters != nil {
 			graph, err := servicemap.NewMetrics(meters)
@@ -367,6 +381,16 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 			return err
 		}
 		defer stopMetrics()
+	}
+	if recent != nil {
+		addr, _ := uiAddr(cfg.ui)
+		stopUI, err := serveUI(addr, live, recent, log)
+		if err != nil {
+			t.Close()
+			_ = exp.Shutdown(context.Background())
+			return err
+		}
+		defer stopUI()
 	}
 	if ready != nil {
 		ready()
