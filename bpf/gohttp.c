@@ -281,6 +281,27 @@ int go_goroutine_created(struct pt_regs *ctx)
 
 // ---- client -----------------------------------------------------------------
 
+// call_ids chooses the IDs of a client call made on goroutine key: a
+// child of the request the goroutine serves, or of the one it inherited,
+// else the root of a new trace.
+static __always_inline void call_ids(struct go_key *key, __u64 trace_id[2], __u64 *span_id, __u64 *parent_span_id)
+{
+	struct go_context *parent = NULL;
+	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, key);
+	if (st)
+		parent = &st->ctx;
+	else
+		parent = bpf_map_lookup_elem(&go_inherited, key);
+	if (!parent) {
+		new_ids(trace_id, span_id);
+		return;
+	}
+	trace_id[0] = parent->trace_id[0];
+	trace_id[1] = parent->trace_id[1];
+	*parent_span_id = parent->span_id;
+	new_ids(NULL, span_id);
+}
+
 // net/http.(*Transport).roundTrip(t, req): a client request starts, on the
 // caller's goroutine. Its parent is the request this goroutine serves, or
 // the one it inherited.
@@ -293,20 +314,7 @@ int go_client_start(struct pt_regs *ctx)
 		return 0;
 	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
 	struct go_client_state cs = {.start_ts = bpf_ktime_get_ns(), .fd = -1};
-	struct go_context *parent = NULL;
-	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
-	if (st)
-		parent = &st->ctx;
-	else
-		parent = bpf_map_lookup_elem(&go_inherited, &key);
-	if (parent) {
-		cs.trace_id[0] = parent->trace_id[0];
-		cs.trace_id[1] = parent->trace_id[1];
-		cs.parent_span_id = parent->span_id;
-		new_ids(NULL, &cs.span_id);
-	} else {
-		new_ids(cs.trace_id, &cs.span_id);
-	}
+	call_ids(&key, cs.trace_id, &cs.span_id, &cs.parent_span_id);
 	// The caller's *Request lives until roundTrip returns: the span's
 	// method and URL are read from it when the response arrives.
 	cs.req = GO_ARG2(ctx);
@@ -567,20 +575,7 @@ int go_grpc_client_start(struct pt_regs *ctx)
 		.method_ptr = GO_ARG5(ctx),
 		.method_len = GO_ARG6(ctx),
 	};
-	struct go_context *parent = NULL;
-	struct go_server_state *st = bpf_map_lookup_elem(&go_servers, &key);
-	if (st)
-		parent = &st->ctx;
-	else
-		parent = bpf_map_lookup_elem(&go_inherited, &key);
-	if (parent) {
-		c.trace_id[0] = parent->trace_id[0];
-		c.trace_id[1] = parent->trace_id[1];
-		c.parent_span_id = parent->span_id;
-		new_ids(NULL, &c.span_id);
-	} else {
-		new_ids(c.trace_id, &c.span_id);
-	}
+	call_ids(&key, c.trace_id, &c.span_id, &c.parent_span_id);
 	bpf_map_update_elem(&grpc_pending, &key, &c, BPF_ANY);
 	return 0;
 }

@@ -412,8 +412,9 @@ func unpackGoStrings(g *gohttpGoSpan, b []byte) (s goStrings, ok bool) {
 
 func u64ID(dst []byte, v uint64) { binary.BigEndian.PutUint64(dst, v) }
 
-// goSpan builds the span of a Go probe event.
-func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
+// goSpanBase is what every Go probe span has: its times, resource and the
+// IDs the kernel chose.
+func (t *Tracer) goSpanBase(e *socketEvent, g *gohttpGoSpan, p *process) *export.Span {
 	s := &export.Span{
 		Start:    t.clock.wall(g.StartTs),
 		End:      t.clock.wall(e.Ts),
@@ -429,6 +430,12 @@ func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *pro
 			TraceID: s.TraceID, SpanID: parent, TraceFlags: trace.FlagsSampled,
 		})
 	}
+	return s
+}
+
+// goSpan builds the span of a Go probe event.
+func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
+	s := t.goSpanBase(e, g, p)
 	method, path, pattern, host, query := strs.method, strs.path, strs.pattern, strs.host, strs.query
 	attrs := make([]attribute.KeyValue, 0, 14)
 	if knownMethods[method] {
@@ -500,24 +507,10 @@ func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *pro
 // package.Service/Method, with the RPC conventions the socket view of a
 // gRPC call gets (grpcAttrs). Any code but OK fails the span.
 func (t *Tracer) goGRPCSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
-	s := &export.Span{
-		Start:    t.clock.wall(g.StartTs),
-		End:      t.clock.wall(e.Ts),
-		Resource: p.resource,
-		Kind:     trace.SpanKindServer,
-	}
+	s := t.goSpanBase(e, g, p)
+	s.Kind = trace.SpanKindServer
 	if e.Kind == eventGoClient {
 		s.Kind = trace.SpanKindClient
-	}
-	u64ID(s.TraceID[:8], g.TraceId[0])
-	u64ID(s.TraceID[8:], g.TraceId[1])
-	u64ID(s.SpanID[:], g.SpanId)
-	if g.ParentSpanId != 0 {
-		var parent trace.SpanID
-		u64ID(parent[:], g.ParentSpanId)
-		s.Parent = trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: s.TraceID, SpanID: parent, TraceFlags: trace.FlagsSampled,
-		})
 	}
 	method := strings.TrimPrefix(strs.path, "/")
 	s.Name = method

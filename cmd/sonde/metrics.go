@@ -55,8 +55,16 @@ func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, live *servicema
 			_ = servicemap.WriteJSON(w, live.Map())
 		})
 	}
+	stop = serveHTTP(ln, mux, "metrics", log)
+	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return stop, nil
+}
+
+// serveHTTP serves h on ln until the returned stop is called; what names
+// the server in its error log.
+func serveHTTP(ln net.Listener, h http.Handler, what string, log *slog.Logger) (stop func()) {
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -64,10 +72,9 @@ func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, live *servicema
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("metrics server stopped", "error", err)
+			log.Error(what+" server stopped", "error", err)
 		}
 	}()
-	log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -75,7 +82,7 @@ func serveMetrics(ln net.Listener, snap func() metrics.Snapshot, live *servicema
 			_ = srv.Close()
 		}
 		<-done
-	}, nil
+	}
 }
 
 // snapshot reads the tracer's and the exporter's counters for a scrape.

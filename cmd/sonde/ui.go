@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
-	"time"
 
 	"github.com/sondehq/sonde/tracer/servicemap"
 	"github.com/sondehq/sonde/tracer/ui"
@@ -46,25 +42,6 @@ func serveUI(addr string, live *servicemap.Live, recent *ui.Recent, log *slog.Lo
 	if ip := net.ParseIP(ln.Addr().(*net.TCPAddr).IP.String()); ip != nil && !ip.IsLoopback() {
 		log.Warn("the live page is reachable from other hosts: it shows what the traced services call", "addr", ln.Addr().String())
 	}
-	srv := &http.Server{
-		Handler:           ui.Handler(live, recent),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			log.Error("ui server stopped", "error", err)
-		}
-	}()
 	log.Info("serving the live page", "url", "http://"+ln.Addr().String()+"/")
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-		<-done
-	}, nil
+	return serveHTTP(ln, ui.Handler(live, recent), "ui", log), nil
 }

@@ -45,34 +45,44 @@ func resolveFormat(f Format) (Format, error) {
 // newOTLP builds the OTLP exporter that the environment asks for. The SDK
 // exporters read every other OTEL_EXPORTER_OTLP_* variable themselves.
 func newOTLP(ctx context.Context) (sdktrace.SpanExporter, error) {
-	// The SDK ignores a malformed endpoint and silently falls back to
-	// localhost, which hides a typo behind "connection refused".
-	for _, name := range []string{envEndpoint, envTracesEndpoint} {
-		if err := checkEndpoint(name); err != nil {
-			return nil, err
-		}
+	useHTTP, err := otlpProtocol(envTracesEndpoint, envTracesProtocol)
+	if err != nil {
+		return nil, err
 	}
-
-	name, protocol := envProtocol, os.Getenv(envProtocol)
-	if p := os.Getenv(envTracesProtocol); p != "" {
-		name, protocol = envTracesProtocol, p
-	}
-	var (
-		exp sdktrace.SpanExporter
-		err error
-	)
-	switch strings.TrimSpace(protocol) {
-	case "", "grpc":
-		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithDialOption(grpc.WithConnectParams(reconnect)))
-	case "http/protobuf":
+	var exp sdktrace.SpanExporter
+	if useHTTP {
 		exp, err = otlptracehttp.New(ctx)
-	default:
-		return nil, fmt.Errorf("%s=%q is not supported: use \"grpc\" or \"http/protobuf\"", name, protocol)
+	} else {
+		exp, err = otlptracegrpc.New(ctx, otlptracegrpc.WithDialOption(grpc.WithConnectParams(reconnect)))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
 	}
 	return exp, nil
+}
+
+// otlpProtocol checks the endpoints a signal's exporter will read and says
+// whether its protocol is http/protobuf (else grpc), from the general
+// variables or the signal's own (endpointVar, protocolVar), which win.
+func otlpProtocol(endpointVar, protocolVar string) (useHTTP bool, err error) {
+	// The SDK ignores a malformed endpoint and silently falls back to
+	// localhost, which hides a typo behind "connection refused".
+	for _, name := range []string{envEndpoint, endpointVar} {
+		if err := checkEndpoint(name); err != nil {
+			return false, err
+		}
+	}
+	name, protocol := envProtocol, os.Getenv(envProtocol)
+	if p := os.Getenv(protocolVar); p != "" {
+		name, protocol = protocolVar, p
+	}
+	switch strings.TrimSpace(protocol) {
+	case "", "grpc":
+		return false, nil
+	case "http/protobuf":
+		return true, nil
+	}
+	return false, fmt.Errorf("%s=%q is not supported: use \"grpc\" or \"http/protobuf\"", name, protocol)
 }
 
 // reconnect shortens gRPC's reconnect backoff, which grows to two minutes by

@@ -1,6 +1,8 @@
 package export
 
 import (
+	"context"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,39 @@ func TestSamplerRatioAccepted(t *testing.T) {
 	st := e.Stats()
 	if st.Exported == 0 || st.NotSampled == 0 || st.Exported+st.NotSampled != n {
 		t.Fatalf("stats %+v, want a mix of sampled and not sampled", st)
+	}
+}
+
+// The metrics exporter reads the same variables as the spans', and its own
+// _METRICS_ forms, and refuses what the SDK would silently ignore.
+func TestMeterProviderEnv(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		fail string
+	}{
+		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "udp"}, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "collector:4317"}, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "http/protobuf"}, ""},
+		{map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1"}, ""},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		mp, err := NewMeterProvider(context.Background())
+		switch {
+		case tc.fail == "" && err != nil:
+			t.Errorf("%v: %v", tc.env, err)
+		case tc.fail != "" && (err == nil || !strings.Contains(err.Error(), tc.fail)):
+			t.Errorf("%v: %v, want an error naming %s", tc.env, err, tc.fail)
+		}
+		if mp != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			mp.Shutdown(ctx)
+			cancel()
+		}
+		for k := range tc.env {
+			os.Unsetenv(k)
+		}
 	}
 }

@@ -3,8 +3,6 @@ package export
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
@@ -26,26 +24,15 @@ const (
 // periodic reader. Its resource is sonde itself, merged with
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME. Shut it down to flush.
 func NewMeterProvider(ctx context.Context) (*sdkmetric.MeterProvider, error) {
-	for _, name := range []string{envEndpoint, envMetricsEndpoint} {
-		if err := checkEndpoint(name); err != nil {
-			return nil, err
-		}
+	useHTTP, err := otlpProtocol(envMetricsEndpoint, envMetricsProtocol)
+	if err != nil {
+		return nil, err
 	}
-	name, protocol := envProtocol, os.Getenv(envProtocol)
-	if p := os.Getenv(envMetricsProtocol); p != "" {
-		name, protocol = envMetricsProtocol, p
-	}
-	var (
-		exp sdkmetric.Exporter
-		err error
-	)
-	switch strings.TrimSpace(protocol) {
-	case "", "grpc":
-		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithDialOption(grpc.WithConnectParams(reconnect)))
-	case "http/protobuf":
+	var exp sdkmetric.Exporter
+	if useHTTP {
 		exp, err = otlpmetrichttp.New(ctx)
-	default:
-		return nil, fmt.Errorf("%s=%q is not supported: use \"grpc\" or \"http/protobuf\"", name, protocol)
+	} else {
+		exp, err = otlpmetricgrpc.New(ctx, otlpmetricgrpc.WithDialOption(grpc.WithConnectParams(reconnect)))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("otlp metric exporter: %w", err)
