@@ -14,11 +14,12 @@ FUZZTIME   ?= 20s
 
 # Debian packages the tests use: clang, llvm (llvm-strip) and libbpf-dev
 # regenerate the BPF objects, bpftool inspects what is attached, setpriv
-# (util-linux) drops privileges, systemd-analyze (systemd) checks the unit
+# (util-linux) drops privileges, ip (iproute2) makes the network namespaces
+# the injection tests send to, systemd-analyze (systemd) checks the unit
 # file, gcc and libssl-dev build the OpenSSL fixtures (static and shared),
 # and wrk, python3, curl, nginx, openssl and nghttp2-client (h2load) are
 # real peers; chromium renders the live page headless.
-TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux ca-certificates systemd \
+TEST_PACKAGES := clang llvm libbpf-dev bpftool wrk python3 curl util-linux iproute2 ca-certificates systemd \
 	gcc libc6-dev libssl-dev nginx openssl nghttp2-client chromium
 DEMO_PACKAGES := python3 curl
 

@@ -18,6 +18,11 @@
 
 #include "emit.h"
 #include "gomaps.h"
+#include "inject.h"
+
+// Set by the loader: traceparent injection is on (bpf/inject.c), and a Go
+// client call names the IDs its request is to carry.
+volatile const __u8 cfg_inject = 0;
 
 // Emits go_span into BTF, for bpf2go to generate its Go twin.
 _Static_assert(sizeof(struct go_span) + GO_METHOD_MAX + GO_PATH_MAX + GO_QUERY_MAX + GO_PATTERN_MAX +
@@ -340,8 +345,18 @@ int go_client_conn(struct pt_regs *ctx)
 	// not the socket, and no socket view comes to meet.
 	struct go_key key = {.tgid = tgid, .goid = goid};
 	struct go_client_state *cs = bpf_map_lookup_elem(&go_clients, &key);
-	if (cs)
-		cs->fd = fd_of_conn(o, GO_ARG1(ctx) + o->pconn_conn, false);
+	if (!cs)
+		return 0;
+	cs->fd = fd_of_conn(o, GO_ARG1(ctx) + o->pconn_conn, false);
+	if (cfg_inject) {
+		// The request is written after this, on the connection's write
+		// goroutine: the injection there takes these IDs, so that the
+		// header names this span.
+		__u64 sk = (__u64)tcp_sock_of_fd(cs->fd);
+		struct inject_ctx ic = {.trace_id = {cs->trace_id[0], cs->trace_id[1]}, .span_id = cs->span_id};
+		if (sk)
+			bpf_map_update_elem(&inject_ctxs, &sk, &ic, BPF_ANY);
+	}
 	return 0;
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,10 +387,21 @@ func mapEntries(t *testing.T, bpftool string, id int) int {
 func TestNothingLeftAttachedAfterKill(t *testing.T) {
 	bpftool := testutil.RequireTool(t, "bpftool")
 	srv := startGoServer(t)
-	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()))
+	s := startSonde(t, nil, "--pid", fmt.Sprint(srv.pid()), "--inject")
 	during := sondePrograms(t, bpftool)
 	if len(during) == 0 {
 		t.Fatal("bpftool shows no program of sonde's while it runs")
+	}
+	var names []string
+	for _, n := range during {
+		names = append(names, n)
+	}
+	// With --inject, sockops on the cgroup root and sk_msg on the sockhash
+	// are among what must go.
+	for _, want := range []string{"inject_sockops", "inject_msg"} {
+		if !slices.Contains(names, want) {
+			t.Fatalf("program %s not loaded with --inject; loaded: %v", want, names)
+		}
 	}
 	progIDs := map[int]bool{}
 	for id := range during {
@@ -428,6 +440,21 @@ func TestNothingLeftAttachedAfterKill(t *testing.T) {
 			t.Errorf("perf event of program %d survives SIGKILL", p.ProgID)
 		}
 	}
+	// The sockhash goes last: with it the kernel restores every socket in it.
+	waitFor(t, 10*time.Second, "the kernel to free the injection maps", func() bool {
+		var bpfMaps []struct {
+			Name string `json:"name"`
+		}
+		if err := json.Unmarshal([]byte(run(t, bpftool, "-j", "map", "show")), &bpfMaps); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range bpfMaps {
+			if m.Name == "inject_socks" || m.Name == "inject_states" {
+				return false
+			}
+		}
+		return true
+	})
 	if !srv.alive() {
 		t.Errorf("the traced server died with sonde")
 	}

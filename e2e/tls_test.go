@@ -63,6 +63,13 @@ func tlsCert(t testing.TB) (cert, key string) {
 // worker is forked and addr accepts connections.
 func startNginx(t testing.TB, addr, servers string) *proc {
 	t.Helper()
+	return startNginxWith(t, nil, addr, servers)
+}
+
+// startNginxWith starts nginx under a command prefix, such as one that
+// enters a network namespace.
+func startNginxWith(t testing.TB, prefix []string, addr, servers string) *proc {
+	t.Helper()
 	nginx := testutil.RequireTool(t, "nginx")
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`daemon off;
@@ -87,7 +94,8 @@ http {
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startProc(t, nil, nginx, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
+	args := append(append(prefix[:len(prefix):len(prefix)], nginx), "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"))
+	p := startProc(t, nil, args[0], args[1:]...)
 	// Registered after startProc's cleanup, so it runs first: a SIGKILLed
 	// master leaves its worker running and holding the port, so ask the
 	// master to stop, and kill what is left of its workers after.

@@ -18,6 +18,7 @@ const (
 	eventFork     = 7
 	eventGoServer = 8
 	eventGoClient = 9
+	eventInject   = 10 // EVENT_INJECT: a traceparent written into a request
 
 	dirEgress  = 1
 	dirIngress = 2
@@ -36,6 +37,10 @@ const (
 	counterMmsgCapped
 	counterTargetsFull
 	counterTLSUnpaired
+	counterInjected
+	counterInjectPresent
+	counterInjectOff
+	counterInjectFailed
 	counterMax
 )
 

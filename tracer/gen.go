@@ -5,3 +5,4 @@ package tracer
 //go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} -target amd64 -type event socket ../bpf/socket.c -- -I../bpf/headers
 //go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} -target amd64 -type go_span -type go_offsets gohttp ../bpf/gohttp.c -- -I../bpf/headers
 //go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} -target amd64 openssl ../bpf/openssl.c -- -I../bpf/headers
+//go:generate go tool bpf2go -cc ${BPF_CLANG} -cflags ${BPF_CFLAGS} -target amd64 inject ../bpf/inject.c -- -I../bpf/headers

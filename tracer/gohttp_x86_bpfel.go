@@ -157,6 +157,12 @@ type gohttpGrpcCall struct {
 	TraceId      [2]uint64
 }
 
+type gohttpInjectCtx struct {
+	_       structs.HostLayout
+	TraceId [2]uint64
+	SpanId  uint64
+}
+
 type gohttpSslCall struct {
 	_        structs.HostLayout
 	Ssl      uint64
@@ -199,6 +205,7 @@ const (
 	gohttpMapGoServers            = "go_servers"
 	gohttpMapGrpcCalls            = "grpc_calls"
 	gohttpMapGrpcPending          = "grpc_pending"
+	gohttpMapInjectCtxs           = "inject_ctxs"
 	gohttpMapLossy                = "lossy"
 	gohttpMapLossyCount           = "lossy_count"
 	gohttpMapScratch              = "scratch"
@@ -219,6 +226,7 @@ const (
 	gohttpProgGoServerEndH2       = "go_server_end_h2"
 	gohttpProgGoServerStart       = "go_server_start"
 	gohttpVarCfgCaptureBytes      = "cfg_capture_bytes"
+	gohttpVarCfgInject            = "cfg_inject"
 	gohttpVarCfgSelfTgid          = "cfg_self_tgid"
 	gohttpVarCfgTraceAll          = "cfg_trace_all"
 	gohttpVarCfgWakeupBytes       = "cfg_wakeup_bytes"
@@ -296,6 +304,7 @@ type gohttpMapSpecs struct {
 	GoServers   *ebpf.MapSpec `ebpf:"go_servers"`
 	GrpcCalls   *ebpf.MapSpec `ebpf:"grpc_calls"`
 	GrpcPending *ebpf.MapSpec `ebpf:"grpc_pending"`
+	InjectCtxs  *ebpf.MapSpec `ebpf:"inject_ctxs"`
 	Lossy       *ebpf.MapSpec `ebpf:"lossy"`
 	LossyCount  *ebpf.MapSpec `ebpf:"lossy_count"`
 	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
@@ -309,6 +318,7 @@ type gohttpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type gohttpVariableSpecs struct {
 	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.VariableSpec `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
@@ -345,6 +355,7 @@ type gohttpMaps struct {
 	GoServers   *ebpf.Map `ebpf:"go_servers"`
 	GrpcCalls   *ebpf.Map `ebpf:"grpc_calls"`
 	GrpcPending *ebpf.Map `ebpf:"grpc_pending"`
+	InjectCtxs  *ebpf.Map `ebpf:"inject_ctxs"`
 	Lossy       *ebpf.Map `ebpf:"lossy"`
 	LossyCount  *ebpf.Map `ebpf:"lossy_count"`
 	Scratch     *ebpf.Map `ebpf:"scratch"`
@@ -364,6 +375,7 @@ func (m *gohttpMaps) Close() error {
 		m.GoServers,
 		m.GrpcCalls,
 		m.GrpcPending,
+		m.InjectCtxs,
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
@@ -378,6 +390,7 @@ func (m *gohttpMaps) Close() error {
 // It can be passed to loadGohttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gohttpVariables struct {
 	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.Variable `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`

@@ -172,6 +172,7 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 		if sock.End.After(g.End) {
 			g.End = sock.End
 		}
+		t.adoptInjected(g, sock)
 		if g.Kind == trace.SpanKindServer && sock.Parent.IsValid() {
 			// The socket saw the incoming traceparent the probes cannot
 			// read: the request continues that trace.

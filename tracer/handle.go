@@ -45,6 +45,8 @@ func (t *Tracer) handle(raw []byte) {
 		t.onExit(e.Tgid, t.sinceMono(e.Ts))
 	case eventGoServer, eventGoClient:
 		t.onGoSpan(e, data)
+	case eventInject:
+		t.onInject(e, data)
 	case eventFork:
 		if t.selected != nil { // the kernel sends none when tracing all
 			t.selected[e.Tgid] = true
@@ -211,7 +213,9 @@ func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target s
 	switch {
 	case s.Kind == trace.SpanKindServer:
 		t.claimProxied(c.key.tgid, s, method, target)
-	case s.Kind == trace.SpanKindClient && t.opts.LinkHold >= 0 && t.conns.serves(c.key.tgid):
+	case s.Kind == trace.SpanKindClient && t.opts.LinkHold >= 0 && t.conns.serves(c.key.tgid) && !injected(s):
+		// An injected request named its own trace on the wire: it is not
+		// moved into a served request's.
 		t.settleClient(s)
 		t.holdProxied(c.key.tgid, s, method, target)
 		return
@@ -247,7 +251,9 @@ func (t *Tracer) emit(c *conn, xs []http1.Exchange) {
 			c.upgrade = &x
 			continue
 		}
-		t.deliver(c, t.httpSpan(c, c.proc, &xs[i]), covered, xs[i].Request.Method, xs[i].Request.Target, seq)
+		s := t.httpSpan(c, c.proc, &xs[i])
+		t.takeInjected(c, s, seq)
+		t.deliver(c, s, covered, xs[i].Request.Method, xs[i].Request.Target, seq)
 	}
 	t.xbuf = xs[:0]
 }
@@ -300,6 +306,7 @@ func (t *Tracer) restartAfterLoss(c *conn) {
 func (t *Tracer) closeConn(c *conn) {
 	t.conns.remove(c)
 	t.emit(c, c.http.Close(t.xbuf[:0]))
+	t.forgetInjections(c)
 	t.flushUpgrade(c)
 	if c.h2 != nil {
 		t.emitHTTP2(c, c.h2.Close(t.h2buf[:0]))
@@ -310,6 +317,7 @@ func (t *Tracer) closeConn(c *conn) {
 // exiting): its pending requests are counted, not reported as failures.
 func (t *Tracer) abandon(c *conn) {
 	t.conns.remove(c)
+	t.forgetInjections(c)
 	t.flushUpgrade(c)
 	t.stats.pendingAtExit.Add(uint64(len(c.http.Close(t.xbuf[:0]))))
 	if c.h2 != nil {

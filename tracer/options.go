@@ -57,6 +57,12 @@ type Options struct {
 	// alone. Defaults 1s and 65536. A negative LinkHold turns linking off.
 	LinkHold time.Duration
 	LinkMax  int
+
+	// Inject writes a W3C traceparent into plaintext HTTP/1 requests that
+	// selected processes send to other hosts, so that the receiving side
+	// joins the trace (bpf/inject.c). Requests that carry one already are
+	// left alone; traffic that stays on the host is never changed.
+	Inject bool
 }
 
 // Limits of the kernel side, mirrored from bpf/headers/events.h.

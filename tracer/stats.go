@@ -75,6 +75,16 @@ type Stats struct {
 	// ProxyLinked counts client spans of processes without probes made
 	// children of the server span they forwarded.
 	ProxyLinked uint64
+
+	// Traceparent injection (Options.Inject). Kernel side: headers
+	// written, requests that carried one already, connections injection
+	// stopped on (not HTTP/1, or framing it would not guess), and sockets
+	// or headers it could not handle, which left the bytes as they were.
+	Injected, InjectPresent, InjectOff, InjectFailed uint64
+	// User side: client spans that took the injected IDs, injections whose
+	// request never became a span, and client spans that left an
+	// in-process parent of another trace to keep the one on the wire.
+	InjectAdopted, InjectUnmatched, InjectDetached uint64
 }
 
 // Stats returns a snapshot of the counters. It is safe to call while Run
@@ -103,6 +113,9 @@ func (t *Tracer) Stats() Stats {
 		Linked:              t.stats.linked.Load(),
 		LinkUnmatched:       t.stats.linkUnmatched.Load(),
 		ProxyLinked:         t.stats.proxyLinked.Load(),
+		InjectAdopted:       t.stats.injectAdopted.Load(),
+		InjectUnmatched:     t.stats.injectUnmatched.Load(),
+		InjectDetached:      t.stats.injectDetached.Load(),
 		GoMerged:            t.stats.goMerged.Load(),
 		GoSocketOnly:        t.stats.goSocketOnly.Load(),
 		Ciphertext:          t.stats.ciphertext.Load(),
@@ -124,6 +137,8 @@ func (t *Tracer) Stats() Stats {
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
 		s.TargetsFull = k[counterTargetsFull]
 		s.TLSUnpaired = k[counterTLSUnpaired]
+		s.Injected, s.InjectPresent = k[counterInjected], k[counterInjectPresent]
+		s.InjectOff, s.InjectFailed = k[counterInjectOff], k[counterInjectFailed]
 	}
 	return s
 }

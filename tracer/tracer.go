@@ -35,6 +35,8 @@ type Tracer struct {
 	// coll's own.
 	goColl   *ebpf.Collection
 	goProbes *goProbes
+	// inject is nil unless Options.Inject.
+	inject *injector
 	// sslColl holds the OpenSSL uprobe programs, sharing coll's maps.
 	sslColl   *ebpf.Collection
 	sslProbes *sslProbes
@@ -99,6 +101,8 @@ type counters struct {
 	goGRPCSpans                           atomic.Uint64
 	linkCandidates, linked, linkUnmatched atomic.Uint64
 	proxyLinked                           atomic.Uint64
+	injectAdopted, injectUnmatched        atomic.Uint64
+	injectDetached                        atomic.Uint64
 	attachDelaySum, attachDelayMax        atomic.Int64 // ns
 	processes                             atomic.Int64
 
@@ -218,6 +222,11 @@ func (t *Tracer) load() error {
 			return err
 		}
 	}
+	if t.opts.Inject {
+		if err := t.loadInject(vars); err != nil {
+			return err
+		}
+	}
 	t.reader, err = ringbuf.NewReader(t.coll.Maps["events"])
 	if err != nil {
 		return fmt.Errorf("open ring buffer: %w", err)
@@ -231,6 +240,9 @@ func (t *Tracer) loadGo(vars map[string]any) error {
 	spec, err := loadGohttp()
 	if err != nil {
 		return fmt.Errorf("read go bpf object: %w", err)
+	}
+	if err := spec.Variables["cfg_inject"].Set(boolByte(t.opts.Inject)); err != nil {
+		return fmt.Errorf("set cfg_inject: %w", err)
 	}
 	t.goColl, err = t.loadSharing("go", spec, vars, sharedMaps)
 	if err != nil {
@@ -268,6 +280,12 @@ var sharedMaps = []string{"events", "targets", "counters", "scratch", "lossy", "
 // loadSharing loads another object with the socket object's switches and
 // the named maps of its own replaced by the socket object's.
 func (t *Tracer) loadSharing(what string, spec *ebpf.CollectionSpec, vars map[string]any, maps []string) (*ebpf.Collection, error) {
+	return t.loadSharingFrom(what, spec, vars, maps, nil)
+}
+
+// loadSharingFrom is loadSharing with more replacements, from objects other
+// than the socket object.
+func (t *Tracer) loadSharingFrom(what string, spec *ebpf.CollectionSpec, vars map[string]any, maps []string, more map[string]*ebpf.Map) (*ebpf.Collection, error) {
 	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes", "cfg_capture_bytes"} {
 		if err := spec.Variables[name].Set(vars[name]); err != nil {
 			return nil, fmt.Errorf("set %s of %s object: %w", name, what, err)
@@ -277,6 +295,10 @@ func (t *Tracer) loadSharing(what string, spec *ebpf.CollectionSpec, vars map[st
 	for _, name := range maps {
 		m := t.coll.Maps[name]
 		// The loader sized some of them; the replacement must agree.
+		spec.Maps[name].MaxEntries = m.MaxEntries()
+		shared[name] = m
+	}
+	for name, m := range more {
 		spec.Maps[name].MaxEntries = m.MaxEntries()
 		shared[name] = m
 	}
@@ -329,6 +351,9 @@ func (t *Tracer) attach() error {
 		}
 		t.links = append(t.links, l)
 	}
+	if err := t.attachInject(); err != nil {
+		return err
+	}
 	return t.setRunning(true)
 }
 
@@ -346,7 +371,7 @@ func (t *Tracer) setRunning(on bool) error {
 	if err := v.Set(val); err != nil {
 		return fmt.Errorf("switch probes on or off: %w", err)
 	}
-	for what, coll := range map[string]*ebpf.Collection{"go": t.goColl, "openssl": t.sslColl} {
+	for what, coll := range map[string]*ebpf.Collection{"go": t.goColl, "openssl": t.sslColl, "inject": t.inject.collection()} {
 		if coll == nil {
 			continue
 		}
@@ -464,6 +489,7 @@ func (t *Tracer) Close() error {
 		t.sslColl.Close()
 		t.sslColl = nil
 	}
+	t.inject.close()
 	return nil
 }
 

@@ -102,6 +102,10 @@ enum counter {
 	COUNTER_MMSG_CAPPED,    // more than MMSG_MAX messages in one call
 	COUNTER_TARGETS_FULL,   // a process could not be selected: targets map full
 	COUNTER_TLS_UNPAIRED,   // plaintext of an SSL object whose socket is unknown: not reported
+	COUNTER_INJECTED,       // traceparent headers written into outgoing requests
+	COUNTER_INJECT_PRESENT, // requests that carried a traceparent already: left alone
+	COUNTER_INJECT_OFF,     // connections injection stopped on: not HTTP/1, or framing lost
+	COUNTER_INJECT_FAILED,  // a socket could not be watched, or a header not written: nothing sent changed
 	COUNTER_MAX,
 };
 

@@ -42,6 +42,7 @@ type fileConfig struct {
 	CPUProfile   *string         `yaml:"cpu_profile"`
 	TLS          *bool           `yaml:"tls"`
 	Go           *bool           `yaml:"go"`
+	Inject       *bool           `yaml:"inject"`
 	OTLP         otlpConfig      `yaml:"otlp"`
 }
 
@@ -321,6 +322,7 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 	setIf(&c.cpuProfile, fc.CPUProfile, !flagSet["cpu-profile"])
 	setIf(&c.tls, fc.TLS, !flagSet["tls"])
 	setIf(&c.goProbes, fc.Go, !flagSet["go"])
+	setIf(&c.inject, fc.Inject, !flagSet["inject"])
 }
 
 func setIf[T any](dst *T, src *T, ok bool) {

@@ -287,7 +287,7 @@ otlp:
 func TestConfigUnknownKeysNameKeyAndLine(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"output: json\nlog_levle: debug\n",
-			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, ui, metrics_addr, cpu_profile, tls, go, otlp`},
+			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, ui, metrics_addr, cpu_profile, tls, go, inject, otlp`},
 		{"otlp:\n  endpoint: http://c:4317\n  endpiont: x\n",
 			`line 3: unknown key "otlp.endpiont"; accepted keys are endpoint, protocol, headers, insecure, timeout`},
 		{"select:\n  - exe: a\n  - exe: b\n    prot: 80\n",

@@ -38,6 +38,7 @@ type traceConfig struct {
 	maxConns     int
 	tls          bool
 	goProbes     bool
+	inject       bool
 	record       string
 	linkHold     time.Duration
 	linkMax      int
@@ -72,6 +73,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.linkMax, "link-max", 65536, "how many spans wait for their other end at once; beyond it they are exported unlinked")
 	fs.StringVar(&c.ui, "ui", "", "serve a live page of the service map and the recent traces on this address (PORT binds to 127.0.0.1)")
 	fs.StringVar(&c.record, "record", "", "also write every span to this file, as JSON lines, for sonde map --from FILE")
+	fs.BoolVar(&c.inject, "inject", false, "write a W3C traceparent into plaintext HTTP/1 requests to other hosts that carry none, so that the receiving side joins the trace (sockops and sk_msg; traffic on the host is never changed)")
 	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
@@ -364,6 +366,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		MaxConns:        cfg.maxConns,
 		NoSSLProbes:     !cfg.tls,
 		NoGoProbes:      !cfg.goProbes,
+		Inject:          cfg.inject,
 		LinkHold:        linkHold(cfg.linkHold),
 		LinkMax:         cfg.linkMax,
 		Sink:            sinks.sink(),
@@ -492,6 +495,13 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"linked", s.Linked,
 		"link_unmatched", s.LinkUnmatched,
 		"proxy_linked", s.ProxyLinked,
+		"injected", s.Injected,
+		"inject_present", s.InjectPresent,
+		"inject_off", s.InjectOff,
+		"inject_failed", s.InjectFailed,
+		"inject_adopted", s.InjectAdopted,
+		"inject_unmatched", s.InjectUnmatched,
+		"inject_detached", s.InjectDetached,
 		"go_merged", s.GoMerged,
 		"go_socket_only", s.GoSocketOnly,
 		"pending_at_exit", s.PendingAtExit,

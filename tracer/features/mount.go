@@ -156,3 +156,17 @@ func mountFS(fstype, path, data string) error {
 		return fmt.Errorf("mount %s at %s: %w", fstype, path, err)
 	}
 }
+
+// Cgroup2Path returns where the cgroup v2 hierarchy is mounted. A program
+// attached to its root sees every process's sockets.
+func Cgroup2Path() (string, error) {
+	ms, err := readMounts()
+	if err != nil {
+		return "", err
+	}
+	points := mountsOf(ms, "cgroup2")
+	if len(points) == 0 {
+		return "", errors.New("no cgroup2 mount")
+	}
+	return points[0], nil
+}

@@ -48,6 +48,19 @@ func main() {
 			n -= k
 		}
 	})
+	// /call?url=U gets U while serving, without passing the request's
+	// context, and answers with U's status and body.
+	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		resp, err := http.Get(r.URL.Query().Get("url"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
 	l, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

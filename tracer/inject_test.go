@@ -1,0 +1,108 @@
+package tracer
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sondehq/sonde/tracer/export"
+)
+
+func injectRecord(traceHi, traceLo, span uint64, request, seq uint32, fromGo bool) []byte {
+	b := make([]byte, injectInfoSize)
+	binary.LittleEndian.PutUint64(b[0:], traceHi)
+	binary.LittleEndian.PutUint64(b[8:], traceLo)
+	binary.LittleEndian.PutUint64(b[16:], span)
+	binary.LittleEndian.PutUint32(b[24:], request)
+	binary.LittleEndian.PutUint32(b[28:], seq)
+	if fromGo {
+		b[32] = 1
+	}
+	return b
+}
+
+// A client span takes the IDs written into its own request, by ordinal,
+// and the request's sequence number on the wire; other requests' IDs stay
+// for their spans, and what no span took is counted when the connection
+// goes.
+func TestTakeInjected(t *testing.T) {
+	tr := &Tracer{inject: &injector{pending: map[uint64][]injectInfo{}}}
+	c := &conn{sock: 0xffff0001}
+	tr.onInject(&socketEvent{Sock: c.sock}, injectRecord(0x0af7651916cd43dd, 0x8448eb211c80319c, 0xb7ad6b7169203331, 1, 1000, false))
+	tr.onInject(&socketEvent{Sock: c.sock}, injectRecord(1, 2, 3, 2, 2000, false))
+	tr.onInject(&socketEvent{Sock: c.sock}, injectRecord(4, 5, 6, 3, 3000, true))
+
+	s := &export.Span{Kind: trace.SpanKindClient, Attributes: []attribute.KeyValue{attribute.Int64(attrRequestSeq, 1070)}}
+	if !tr.takeInjected(c, s, 2) {
+		t.Fatal("request 2's span took no IDs")
+	}
+	if s.TraceID.String() != "00000000000000010000000000000002" || s.SpanID.String() != "0000000000000003" {
+		t.Errorf("request 2 got trace %s span %s", s.TraceID, s.SpanID)
+	}
+	if !injected(s) || s.Attributes[0].Value.AsInt64() != 2000 {
+		t.Errorf("attributes: %v", s.Attributes)
+	}
+	first := &export.Span{Kind: trace.SpanKindClient}
+	if !tr.takeInjected(c, first, 1) || first.TraceID.String() != "0af7651916cd43dd8448eb211c80319c" || first.SpanID.String() != "b7ad6b7169203331" {
+		t.Errorf("request 1 got trace %s span %s: the header said 0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331", first.TraceID, first.SpanID)
+	}
+	if tr.takeInjected(c, &export.Span{Kind: trace.SpanKindClient}, 2) {
+		t.Error("request 2's IDs were taken twice")
+	}
+	if tr.takeInjected(c, &export.Span{Kind: trace.SpanKindServer}, 3) {
+		t.Error("a server span took a client request's IDs")
+	}
+	tr.forgetInjections(c)
+	if got := tr.stats.injectUnmatched.Load(); got != 1 {
+		t.Errorf("unmatched = %d, want 1 (request 3)", got)
+	}
+	if len(tr.inject.pending) != 0 {
+		t.Errorf("pending left: %v", tr.inject.pending)
+	}
+}
+
+// The backlog per connection and the number of connections are bounded.
+func TestInjectBounds(t *testing.T) {
+	tr := &Tracer{inject: &injector{pending: map[uint64][]injectInfo{}}}
+	for i := range injectBacklog + 10 {
+		tr.onInject(&socketEvent{Sock: 1}, injectRecord(1, 1, 1, uint32(i+1), 0, false))
+	}
+	if n := len(tr.inject.pending[1]); n != injectBacklog {
+		t.Errorf("backlog %d, want %d", n, injectBacklog)
+	}
+	for i := range injectConns + 5 {
+		tr.onInject(&socketEvent{Sock: uint64(i + 2)}, injectRecord(1, 1, 1, 1, 0, false))
+	}
+	if n := len(tr.inject.pending); n > injectConns {
+		t.Errorf("%d connections remembered, want at most %d", n, injectConns)
+	}
+	if tr.stats.injectUnmatched.Load() == 0 {
+		t.Error("dropped injections were not counted")
+	}
+	tr.onInject(&socketEvent{Sock: 1}, []byte{1, 2, 3})
+	if tr.stats.badRecords.Load() != 1 {
+		t.Error("a short record was not counted as bad")
+	}
+}
+
+// adoptInjected: a Go client span whose request carried other IDs than its
+// own takes them, and leaves a parent of another trace.
+func TestAdoptInjected(t *testing.T) {
+	tr := &Tracer{}
+	sock := &export.Span{Kind: trace.SpanKindClient, TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2},
+		Attributes: []attribute.KeyValue{attribute.Bool(attrInjected, true)}}
+	same := &export.Span{Kind: trace.SpanKindClient, TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}}
+	same.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{9}})
+	tr.adoptInjected(same, sock)
+	if !same.Parent.IsValid() || tr.stats.injectDetached.Load() != 0 {
+		t.Error("a span with its own IDs on the wire lost its parent")
+	}
+	other := &export.Span{Kind: trace.SpanKindClient, TraceID: trace.TraceID{7}, SpanID: trace.SpanID{8}}
+	other.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{7}, SpanID: trace.SpanID{9}})
+	tr.adoptInjected(other, sock)
+	if other.TraceID != sock.TraceID || other.SpanID != sock.SpanID || other.Parent.IsValid() || tr.stats.injectDetached.Load() != 1 {
+		t.Errorf("got %v %v parent %v detached %d", other.TraceID, other.SpanID, other.Parent, tr.stats.injectDetached.Load())
+	}
+}
