@@ -20,10 +20,6 @@
 #include "gomaps.h"
 #include "inject.h"
 
-// Set by the loader: traceparent injection is on (bpf/inject.c), and a Go
-// client call names the IDs its request is to carry.
-volatile const __u8 cfg_inject = 0;
-
 // Emits go_span into BTF, for bpf2go to generate its Go twin.
 _Static_assert(sizeof(struct go_span) + GO_METHOD_MAX + GO_PATH_MAX + GO_QUERY_MAX + GO_PATTERN_MAX +
 			       GO_HOST_MAX + GO_REMOTE_MAX <= GO_STRINGS_SPAN,
@@ -174,11 +170,60 @@ static __always_inline struct go_span *span_event(struct event_buf **out, __u8 k
 
 // ---- server -----------------------------------------------------------------
 
-// net/http.serverHandler.ServeHTTP(sh, rw ResponseWriter, req *Request):
-// every request net/http serves, HTTP/1 and HTTP/2, passes here on the
-// goroutine that runs the handler.
-SEC("uprobe")
-int go_server_start(struct pt_regs *ctx)
+// hash_byte is a bpf_loop step of FNV-1a over the scratch event's data.
+struct hash_walk {
+	struct event_buf *b;
+	__u32 n;
+	__u32 hash;
+};
+
+static long hash_byte(__u32 i, void *arg)
+{
+	struct hash_walk *w = arg;
+	if (i >= w->n)
+		return 1;
+	w->hash = (w->hash ^ w->b->data[i & (GO_STRINGS_SPAN - 1)]) * FNV_PRIME;
+	return 0;
+}
+
+// served_trace finds the trace the bytes of a served *http.Request named,
+// from the record note_served (emit.h) made when they arrived: it hashes
+// "METHOD PATH?QUERY" as note_served hashed the request line. A path
+// that arrived escaped hashes otherwise, and the request keeps new IDs.
+static __always_inline bool served_trace(struct go_offsets *o, __u64 req, __u32 tgid, __u64 trace_id[2])
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!b)
+		return false;
+	__u32 off = 0;
+	if (!put_string(b, &off, GO_METHOD_MAX, req + o->request_method))
+		return false;
+	b->data[off & (GO_STRINGS_SPAN - 1)] = ' ';
+	off++;
+	__u64 url = read_u64(req + o->request_url);
+	if (!url || !put_string(b, &off, GO_PATH_MAX, url + o->url_path))
+		return false;
+	b->data[off & (GO_STRINGS_SPAN - 1)] = '?';
+	off++;
+	if (!put_string(b, &off, GO_QUERY_MAX, url + o->url_raw_query))
+		off--; // no query: no '?'
+	struct hash_walk w = {.b = b, .n = off, .hash = FNV_OFFSET};
+	bpf_loop(GO_STRINGS_SPAN, hash_byte, &w, 0);
+	struct served_key key = {.tgid = tgid, .hash = w.hash};
+	struct served_ctx *v = bpf_map_lookup_elem(&inject_served, &key);
+	if (!v || !(v->trace_id[0] | v->trace_id[1]) || bpf_ktime_get_ns() - v->ts > SERVED_FRESH_NS)
+		return false;
+	trace_id[0] = v->trace_id[0];
+	trace_id[1] = v->trace_id[1];
+	return true;
+}
+
+// server_start opens the span of a request served on this goroutine. With
+// injection on, a net/http request (req) continues the trace its
+// traceparent named, read in the kernel when its bytes arrived, so that
+// the calls it makes inject that trace and not a new one.
+static __always_inline int server_start(struct pt_regs *ctx, bool http)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct go_offsets *o = offsets_of(ctx);
@@ -187,8 +232,26 @@ int go_server_start(struct pt_regs *ctx)
 	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
 	struct go_server_state st = {.start_ts = bpf_ktime_get_ns()};
 	new_ids(st.ctx.trace_id, &st.ctx.span_id);
+	if (cfg_inject && http)
+		served_trace(o, GO_ARG4(ctx), tgid, st.ctx.trace_id);
 	bpf_map_update_elem(&go_servers, &key, &st, BPF_ANY);
 	return 0;
+}
+
+// net/http.serverHandler.ServeHTTP(sh, rw ResponseWriter, req *Request):
+// every request net/http serves, HTTP/1 and HTTP/2, passes here on the
+// goroutine that runs the handler.
+SEC("uprobe")
+int go_http_server_start(struct pt_regs *ctx)
+{
+	return server_start(ctx, true);
+}
+
+// grpc.(*Server).handleStream: a call served on this goroutine.
+SEC("uprobe")
+int go_grpc_server_start(struct pt_regs *ctx)
+{
+	return server_start(ctx, false);
 }
 
 static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o, __u64 req, __u64 status, int fd)
@@ -478,7 +541,7 @@ int go_client_end_h2(struct pt_regs *ctx)
 // ---- grpc-go ----------------------------------------------------------------
 //
 // A grpc-go server call starts at grpc.(*Server).handleStream, on the
-// goroutine that serves it: go_server_start is attached there too, so the
+// goroutine that serves it: go_grpc_server_start is attached there too, so the
 // call has the same state as an HTTP request and what the handler calls
 // descends from it. It ends at transport.(*http2Server).WriteStatus
 // (writeStatus from v1.70), which every call's end passes, on that

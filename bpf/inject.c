@@ -84,7 +84,7 @@ struct inject_state {
 	__u8 armed;   // 1: a selected process connected; 2: in the sockhash
 	__u8 connect; // the method is CONNECT
 	__u32 req_seq; // TCP sequence number of the current request's first byte
-	__u32 _pad;
+	__u32 hash;    // FNV-1a of "METHOD TARGET", as note_served (emit.h) hashes it
 	__u8 win[INJECT_WIN];
 };
 
@@ -333,9 +333,11 @@ static __always_inline int step(struct inject_state *st, __u8 c)
 		st->connect = 0;
 		st->tail = 0;
 		st->tail2 = 0;
+		st->hash = FNV_OFFSET;
 		st->phase = PH_METHOD;
 		/* fallthrough */
 	case PH_METHOD:
+		st->hash = (st->hash ^ c) * FNV_PRIME;
 		if (c == ' ') {
 			if (!st->idx)
 				return STEP_OFF;
@@ -343,6 +345,7 @@ static __always_inline int step(struct inject_state *st, __u8 c)
 			// CONNECT with the length to tell it from others.
 			st->connect = st->idx == 7 && st->tail == ('N' << 24 | 'E' << 16 | 'C' << 8 | 'T');
 			st->tail = 0;
+			st->idx = 1; // the target is hashed up to its end
 			st->phase = PH_TARGET;
 			return STEP_NEXT;
 		}
@@ -362,6 +365,10 @@ static __always_inline int step(struct inject_state *st, __u8 c)
 			st->phase = PH_LINE;
 			return STEP_NEXT;
 		}
+		if (c == ' ')
+			st->idx = 0;
+		else if (st->idx)
+			st->hash = (st->hash ^ c) * FNV_PRIME;
 		st->tail2 = st->tail2 << 8 | st->tail >> 24;
 		st->tail = st->tail << 8 | c;
 		return STEP_NEXT;
@@ -576,10 +583,20 @@ static __noinline int inject(struct sk_msg_md *msg, struct inject_state *st, __u
 	if (goids) {
 		ids = *goids;
 		bpf_map_delete_elem(&inject_ctxs, &key);
-		from_go = 1;
+		from_go = INJECT_FROM_GO;
 	} else {
-		ids.trace_id[0] = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
-		ids.trace_id[1] = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+		// A request the process forwards continues the trace of the one
+		// it serves; anything else starts a trace.
+		struct served_key sk_key = {.tgid = bpf_get_current_pid_tgid() >> 32, .hash = st->hash};
+		struct served_ctx *served = bpf_map_lookup_elem(&inject_served, &sk_key);
+		if (served && (served->trace_id[0] || served->trace_id[1]) && bpf_ktime_get_ns() - served->ts < SERVED_FRESH_NS) {
+			ids.trace_id[0] = served->trace_id[0];
+			ids.trace_id[1] = served->trace_id[1];
+			from_go = INJECT_FROM_SERVED;
+		} else {
+			ids.trace_id[0] = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+			ids.trace_id[1] = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
+		}
 		ids.span_id = (__u64)bpf_get_prandom_u32() << 32 | bpf_get_prandom_u32();
 	}
 	char tp[TRACEPARENT_LEN + 2] = "traceparent: 00-";

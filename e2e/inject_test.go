@@ -255,9 +255,19 @@ func TestInjectGo(t *testing.T) {
 	backendAddr := waitListening(t, backend)
 	s := startSonde(t, nil, "--inject", "--exe", "goserver", "--exe", "goclient")
 	front := startGoServer(t)
-	const n = 5
+	const n = 6
+	given := map[string]string{} // the front's query: the traceparent curl sent
 	for i := range n {
-		out := run(t, curl, "-s", "-w", " %{http_code}", fmt.Sprintf("http://%s/call?url=http://%s/hello?i=%d", front.addr, backendAddr, i))
+		args := []string{"-s", "-w", " %{http_code}"}
+		query := fmt.Sprintf("url=http://%s/hello?i=%d", backendAddr, i)
+		if i%2 == 1 {
+			// The served request continues this trace; the kernel read
+			// it on arrival, so the call it makes injects it too.
+			tp := fmt.Sprintf("00-%032x-%016x-01", 0x5eed000+i, 0xf00d000+i)
+			given[query] = tp
+			args = append(args, "-H", "traceparent: "+tp)
+		}
+		out := run(t, curl, append(args, "http://"+front.addr+"/call?"+query)...)
 		if !strings.HasSuffix(out, " 200") {
 			t.Fatalf("call %d: %q", i, out)
 		}
@@ -289,6 +299,13 @@ func TestInjectGo(t *testing.T) {
 			t.Errorf("the front's call is not the child of the request it served: client %s\n%s", c, tlsSummary(r))
 			continue
 		}
+		if tp, ok := given[f.attr("url.query")]; ok {
+			if want := strings.Split(tp, "-"); f.TraceID != want[1] || f.ParentSpanID != want[2] {
+				t.Errorf("curl sent %s; the front's span is %s", tp, f)
+			}
+		} else if f.ParentSpanID != "" {
+			t.Errorf("the front's span has a parent, curl sent none: %s", f)
+		}
 		chained++
 	}
 	if chained != n || rooted != 3 {
@@ -296,5 +313,85 @@ func TestInjectGo(t *testing.T) {
 	}
 	if r.stat("inject_detached") != 0 || r.stat("injected") != n+3 {
 		t.Errorf("injected=%v (want %d) inject_detached=%v (want 0)", r.stat("injected"), n+3, r.stat("inject_detached"))
+	}
+}
+
+// A proxy without probes (nginx) forwards to another host: the forwarded
+// request continues the served request's trace. With an incoming
+// traceparent, the kernel read its trace from the served request and the
+// injection names it; without one, the served request joins the trace its
+// forwarded request named. Either way: nginx server, nginx client, backend
+// server, one trace, in that tree.
+func TestInjectThroughProxy(t *testing.T) {
+	python := requirePython(t)
+	curl := testutil.RequireTool(t, "curl")
+	ns := newNetns(t)
+	port := freePort(t)
+	backend := startProc(t, nil, "ip", append(ns.in()[1:], python, filepath.Join("testdata", "inject", "echo.py"), port)...)
+	waitPortIn(t, ns, port)
+
+	s := startSonde(t, nil, "--inject", "--exe", "nginx", "--exe", "python3*")
+	front := freePort(t)
+	startNginx(t, "127.0.0.1:"+front, fmt.Sprintf(`  server {
+    listen 127.0.0.1:%s;
+    location / {
+      proxy_pass http://%s:%s;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header traceparent "";
+    }
+  }`, front, ns.peerIP, port))
+	// nginx drops the incoming traceparent: one it forwarded would be left
+	// alone, and the backend would be curl's child, skipping nginx.
+	const n = 10
+	given := map[string]string{} // path: the traceparent curl sent
+	for i := range n {
+		path := fmt.Sprintf("/r/%d", i)
+		args := []string{"-s", "-o", "/dev/null", "-w", "%{http_code}"}
+		if i%2 == 1 {
+			tp := fmt.Sprintf("00-%032x-%016x-01", 0xabc000+i, 0xdef000+i)
+			given[path] = tp
+			args = append(args, "-H", "traceparent: "+tp)
+		}
+		if out := run(t, curl, append(args, "http://127.0.0.1:"+front+path)...); out != "200" {
+			t.Fatalf("curl %s: %q", path, out)
+		}
+	}
+	r := s.stop(t)
+
+	byID := map[string]span{}
+	for _, sp := range r.spans {
+		byID[sp.SpanID] = sp
+	}
+	trees := 0
+	for _, b := range r.spans {
+		if b.Kind != "server" || b.res("process.pid") != fmt.Sprint(backend.pid()) {
+			continue
+		}
+		path := b.attr("url.path")
+		c, ok := byID[b.ParentSpanID]
+		if !ok || c.Kind != "client" || exeName(c) != "nginx" || c.TraceID != b.TraceID || c.attr("sonde.traceparent.injected") != "true" {
+			t.Errorf("%s: backend span without nginx's injected call as parent: %s", path, b)
+			continue
+		}
+		f, ok := byID[c.ParentSpanID]
+		if !ok || f.Kind != "server" || exeName(f) != "nginx" || f.TraceID != b.TraceID || f.attr("url.path") != path {
+			t.Errorf("%s: nginx's call is not the child of the request it forwarded: %s", path, c)
+			continue
+		}
+		if tp, ok := given[path]; ok {
+			if want := strings.Split(tp, "-"); f.TraceID != want[1] || f.ParentSpanID != want[2] {
+				t.Errorf("%s: curl sent %s, the trace is %s with parent %s", path, tp, f.TraceID, f.ParentSpanID)
+			}
+		} else if f.ParentSpanID != "" {
+			t.Errorf("%s: nginx's served request has a parent, curl sent none: %s", path, f)
+		}
+		trees++
+	}
+	if trees != n {
+		t.Errorf("want %d three-span trees, got %d\n%s", n, trees, tlsSummary(r))
+	}
+	if r.stat("injected") != n || r.stat("inject_detached") != 0 {
+		t.Errorf("injected=%v (want %d) inject_detached=%v (want 0)", r.stat("injected"), n, r.stat("inject_detached"))
 	}
 }

@@ -72,9 +72,9 @@ func TestPsReportsRuntimeAndSelection(t *testing.T) {
 	if !g.Traced || g.Reason != "selected by rule "+rule {
 		t.Errorf("go server: traced %v, %q; want selected by rule %s", g.Traced, g.Reason, rule)
 	}
-	// The Go probes cover its server side, HTTP/2 and goroutines; goserver
-	// makes no client calls, so the linker dropped the client.
-	if g.TLS != "crypto/tls" || g.Capture != "sockets; go probes: server, h2, goroutines" {
+	// The Go probes cover its server side, HTTP/2, its client (the /call
+	// handler) and goroutines.
+	if g.TLS != "crypto/tls" || g.Capture != "sockets; go probes: server, h2, client, h2client, goroutines" {
 		t.Errorf("go server: tls %q capture %q", g.TLS, g.Capture)
 	}
 

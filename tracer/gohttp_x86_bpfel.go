@@ -163,6 +163,18 @@ type gohttpInjectCtx struct {
 	SpanId  uint64
 }
 
+type gohttpServedCtx struct {
+	_       structs.HostLayout
+	TraceId [2]uint64
+	Ts      uint64
+}
+
+type gohttpServedKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Hash uint32
+}
+
 type gohttpSslCall struct {
 	_        structs.HostLayout
 	Ssl      uint64
@@ -206,6 +218,7 @@ const (
 	gohttpMapGrpcCalls            = "grpc_calls"
 	gohttpMapGrpcPending          = "grpc_pending"
 	gohttpMapInjectCtxs           = "inject_ctxs"
+	gohttpMapInjectServed         = "inject_served"
 	gohttpMapLossy                = "lossy"
 	gohttpMapLossyCount           = "lossy_count"
 	gohttpMapScratch              = "scratch"
@@ -222,9 +235,10 @@ const (
 	gohttpProgGoGrpcClientEnd     = "go_grpc_client_end"
 	gohttpProgGoGrpcClientStart   = "go_grpc_client_start"
 	gohttpProgGoGrpcServerEnd     = "go_grpc_server_end"
+	gohttpProgGoGrpcServerStart   = "go_grpc_server_start"
+	gohttpProgGoHttpServerStart   = "go_http_server_start"
 	gohttpProgGoServerEndH1       = "go_server_end_h1"
 	gohttpProgGoServerEndH2       = "go_server_end_h2"
-	gohttpProgGoServerStart       = "go_server_start"
 	gohttpVarCfgCaptureBytes      = "cfg_capture_bytes"
 	gohttpVarCfgInject            = "cfg_inject"
 	gohttpVarCfgSelfTgid          = "cfg_self_tgid"
@@ -286,31 +300,33 @@ type gohttpProgramSpecs struct {
 	GoGrpcClientEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_client_end"`
 	GoGrpcClientStart   *ebpf.ProgramSpec `ebpf:"go_grpc_client_start"`
 	GoGrpcServerEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_server_end"`
+	GoGrpcServerStart   *ebpf.ProgramSpec `ebpf:"go_grpc_server_start"`
+	GoHttpServerStart   *ebpf.ProgramSpec `ebpf:"go_http_server_start"`
 	GoServerEndH1       *ebpf.ProgramSpec `ebpf:"go_server_end_h1"`
 	GoServerEndH2       *ebpf.ProgramSpec `ebpf:"go_server_end_h2"`
-	GoServerStart       *ebpf.ProgramSpec `ebpf:"go_server_start"`
 }
 
 // gohttpMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type gohttpMapSpecs struct {
-	Counters    *ebpf.MapSpec `ebpf:"counters"`
-	Events      *ebpf.MapSpec `ebpf:"events"`
-	GoBinaries  *ebpf.MapSpec `ebpf:"go_binaries"`
-	GoCallers   *ebpf.MapSpec `ebpf:"go_callers"`
-	GoClients   *ebpf.MapSpec `ebpf:"go_clients"`
-	GoInherited *ebpf.MapSpec `ebpf:"go_inherited"`
-	GoServers   *ebpf.MapSpec `ebpf:"go_servers"`
-	GrpcCalls   *ebpf.MapSpec `ebpf:"grpc_calls"`
-	GrpcPending *ebpf.MapSpec `ebpf:"grpc_pending"`
-	InjectCtxs  *ebpf.MapSpec `ebpf:"inject_ctxs"`
-	Lossy       *ebpf.MapSpec `ebpf:"lossy"`
-	LossyCount  *ebpf.MapSpec `ebpf:"lossy_count"`
-	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
-	SslCalls    *ebpf.MapSpec `ebpf:"ssl_calls"`
-	SslSocks    *ebpf.MapSpec `ebpf:"ssl_socks"`
-	Targets     *ebpf.MapSpec `ebpf:"targets"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	GoBinaries   *ebpf.MapSpec `ebpf:"go_binaries"`
+	GoCallers    *ebpf.MapSpec `ebpf:"go_callers"`
+	GoClients    *ebpf.MapSpec `ebpf:"go_clients"`
+	GoInherited  *ebpf.MapSpec `ebpf:"go_inherited"`
+	GoServers    *ebpf.MapSpec `ebpf:"go_servers"`
+	GrpcCalls    *ebpf.MapSpec `ebpf:"grpc_calls"`
+	GrpcPending  *ebpf.MapSpec `ebpf:"grpc_pending"`
+	InjectCtxs   *ebpf.MapSpec `ebpf:"inject_ctxs"`
+	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
+	Lossy        *ebpf.MapSpec `ebpf:"lossy"`
+	LossyCount   *ebpf.MapSpec `ebpf:"lossy_count"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.MapSpec `ebpf:"ssl_socks"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // gohttpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -346,22 +362,23 @@ func (o *gohttpObjects) Close() error {
 //
 // It can be passed to loadGohttpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type gohttpMaps struct {
-	Counters    *ebpf.Map `ebpf:"counters"`
-	Events      *ebpf.Map `ebpf:"events"`
-	GoBinaries  *ebpf.Map `ebpf:"go_binaries"`
-	GoCallers   *ebpf.Map `ebpf:"go_callers"`
-	GoClients   *ebpf.Map `ebpf:"go_clients"`
-	GoInherited *ebpf.Map `ebpf:"go_inherited"`
-	GoServers   *ebpf.Map `ebpf:"go_servers"`
-	GrpcCalls   *ebpf.Map `ebpf:"grpc_calls"`
-	GrpcPending *ebpf.Map `ebpf:"grpc_pending"`
-	InjectCtxs  *ebpf.Map `ebpf:"inject_ctxs"`
-	Lossy       *ebpf.Map `ebpf:"lossy"`
-	LossyCount  *ebpf.Map `ebpf:"lossy_count"`
-	Scratch     *ebpf.Map `ebpf:"scratch"`
-	SslCalls    *ebpf.Map `ebpf:"ssl_calls"`
-	SslSocks    *ebpf.Map `ebpf:"ssl_socks"`
-	Targets     *ebpf.Map `ebpf:"targets"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	GoBinaries   *ebpf.Map `ebpf:"go_binaries"`
+	GoCallers    *ebpf.Map `ebpf:"go_callers"`
+	GoClients    *ebpf.Map `ebpf:"go_clients"`
+	GoInherited  *ebpf.Map `ebpf:"go_inherited"`
+	GoServers    *ebpf.Map `ebpf:"go_servers"`
+	GrpcCalls    *ebpf.Map `ebpf:"grpc_calls"`
+	GrpcPending  *ebpf.Map `ebpf:"grpc_pending"`
+	InjectCtxs   *ebpf.Map `ebpf:"inject_ctxs"`
+	InjectServed *ebpf.Map `ebpf:"inject_served"`
+	Lossy        *ebpf.Map `ebpf:"lossy"`
+	LossyCount   *ebpf.Map `ebpf:"lossy_count"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.Map `ebpf:"ssl_socks"`
+	Targets      *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *gohttpMaps) Close() error {
@@ -376,6 +393,7 @@ func (m *gohttpMaps) Close() error {
 		m.GrpcCalls,
 		m.GrpcPending,
 		m.InjectCtxs,
+		m.InjectServed,
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
@@ -412,9 +430,10 @@ type gohttpPrograms struct {
 	GoGrpcClientEnd     *ebpf.Program `ebpf:"go_grpc_client_end"`
 	GoGrpcClientStart   *ebpf.Program `ebpf:"go_grpc_client_start"`
 	GoGrpcServerEnd     *ebpf.Program `ebpf:"go_grpc_server_end"`
+	GoGrpcServerStart   *ebpf.Program `ebpf:"go_grpc_server_start"`
+	GoHttpServerStart   *ebpf.Program `ebpf:"go_http_server_start"`
 	GoServerEndH1       *ebpf.Program `ebpf:"go_server_end_h1"`
 	GoServerEndH2       *ebpf.Program `ebpf:"go_server_end_h2"`
-	GoServerStart       *ebpf.Program `ebpf:"go_server_start"`
 }
 
 func (p *gohttpPrograms) Close() error {
@@ -429,9 +448,10 @@ func (p *gohttpPrograms) Close() error {
 		p.GoGrpcClientEnd,
 		p.GoGrpcClientStart,
 		p.GoGrpcServerEnd,
+		p.GoGrpcServerStart,
+		p.GoHttpServerStart,
 		p.GoServerEndH1,
 		p.GoServerEndH2,
-		p.GoServerStart,
 	)
 }
 

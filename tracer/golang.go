@@ -93,7 +93,7 @@ const (
 )
 
 var goProbeSet = []goProbe{
-	{prog: "go_server_start", fn: "net/http.serverHandler.ServeHTTP", required: true, group: "server"},
+	{prog: "go_http_server_start", fn: "net/http.serverHandler.ServeHTTP", required: true, group: "server"},
 	{prog: "go_server_end_h1", fn: "net/http.(*response).finishRequest", required: true, group: "server"},
 	{prog: "go_server_end_h2", fn: "net/http.(*http2responseWriter).handlerDone", group: "h2"},
 	{prog: "go_client_start", fn: "net/http.(*Transport).roundTrip", group: "client"},
@@ -103,7 +103,7 @@ var goProbeSet = []goProbe{
 	{prog: "go_client_end_h2", fn: "net/http.(*http2clientConnReadLoop).handleResponse", group: "h2client"},
 	{prog: "go_goroutine_created", fn: "runtime.newproc.func1", callTo: "runtime.runqput", group: "goroutines"},
 	// grpc-go: the server's start is the same program as net/http's.
-	{prog: "go_server_start", fn: grpcServer, group: "grpcserver"},
+	{prog: "go_grpc_server_start", fn: grpcServer, group: "grpcserver"},
 	{prog: "go_grpc_server_end", fn: "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus",
 		alt: "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus", group: "grpcserver"},
 	{prog: "go_grpc_client_start", fn: grpcClient, group: "grpcclient"},

@@ -322,6 +322,15 @@ func (t *Tracer) releaseChildren(parent *export.Span) {
 	children := t.gostate.children[parent.SpanID]
 	delete(t.gostate.children, parent.SpanID)
 	for _, c := range children {
+		if injected(c.span) && c.span.TraceID != parent.TraceID {
+			// Its request went out naming its own trace: the receiving
+			// side is in that one, so this span stays there too.
+			t.stats.injectDetached.Add(1)
+			c.span.Parent = trace.SpanContext{}
+			t.gostate.held--
+			t.finalize(c.span)
+			continue
+		}
 		c.span.TraceID = parent.TraceID
 		c.span.Parent = c.span.Parent.WithTraceID(parent.TraceID)
 		t.gostate.held--

@@ -213,9 +213,7 @@ func (t *Tracer) deliver(c *conn, s *export.Span, covered bool, method, target s
 	switch {
 	case s.Kind == trace.SpanKindServer:
 		t.claimProxied(c.key.tgid, s, method, target)
-	case s.Kind == trace.SpanKindClient && t.opts.LinkHold >= 0 && t.conns.serves(c.key.tgid) && !injected(s):
-		// An injected request named its own trace on the wire: it is not
-		// moved into a served request's.
+	case s.Kind == trace.SpanKindClient && t.opts.LinkHold >= 0 && t.conns.serves(c.key.tgid):
 		t.settleClient(s)
 		t.holdProxied(c.key.tgid, s, method, target)
 		return

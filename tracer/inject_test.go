@@ -3,6 +3,7 @@ package tracer
 import (
 	"encoding/binary"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -104,5 +105,57 @@ func TestAdoptInjected(t *testing.T) {
 	tr.adoptInjected(other, sock)
 	if other.TraceID != sock.TraceID || other.SpanID != sock.SpanID || other.Parent.IsValid() || tr.stats.injectDetached.Load() != 1 {
 		t.Errorf("got %v %v parent %v detached %d", other.TraceID, other.SpanID, other.Parent, tr.stats.injectDetached.Load())
+	}
+}
+
+// A proxy without probes serves a request with no traceparent and forwards
+// it to another host, with a header the kernel wrote: the served request
+// joins the trace the forwarded one named, so that the tree holds on both
+// hosts. A served request that continues another trace keeps it, and the
+// forwarded call stays in the trace on the wire, counted as detached.
+func TestInjectThroughAProxy(t *testing.T) {
+	for _, incoming := range []bool{false, true} {
+		fp := newFakeProc(t)
+		fp.exe(9, "/usr/sbin/nginx")
+		tr, sink := handTracer(t, fp, 16)
+		tr.inject = &injector{pending: map[uint64][]injectInfo{}}
+		front := sock{tgid: 9, fd: 5, id: 2, local: "127.0.0.1:80", remote: "127.0.0.1:40000", comm: "nginx"}
+		up := sock{tgid: 9, fd: 6, id: 3, local: "10.0.0.1:41000", remote: "10.0.0.2:8080", comm: "nginx"}
+		front.open(t, tr, eventAccept)
+		up.open(t, tr, eventConnect)
+		req := "GET /items HTTP/1.1\r\nHost: shop\r\n\r\n"
+		served := req
+		if incoming {
+			served = "GET /items HTTP/1.1\r\nHost: shop\r\ntraceparent: 00-11111111111111111111111111111111-2222222222222222-01\r\n\r\n"
+		}
+		const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+		front.data(t, tr, dirIngress, 1_000, served, 0)
+		tr.onInject(&socketEvent{Sock: up.id}, injectRecord(0xaaaa, 0xbbbb, 0xcccc, 1, 0, false))
+		up.data(t, tr, dirEgress, 1_100, req, 0)
+		up.data(t, tr, dirIngress, 1_500, resp, 0)
+		front.data(t, tr, dirEgress, 1_600, resp, 0)
+		tr.expireHeld(time.Now().Add(time.Minute), true)
+		tr.expireProxied(time.Now().Add(time.Minute), true)
+		if len(sink.spans) != 2 {
+			t.Fatalf("incoming=%v: %d spans, want 2", incoming, len(sink.spans))
+		}
+		var srv, cli *export.Span
+		for _, s := range sink.spans {
+			if s.Kind == trace.SpanKindServer {
+				srv = s
+			} else {
+				cli = s
+			}
+		}
+		if cli.TraceID.String() != "000000000000aaaa000000000000bbbb" || cli.SpanID.String() != "000000000000cccc" {
+			t.Errorf("incoming=%v: the call is not in the trace on the wire: %s %s", incoming, cli.TraceID, cli.SpanID)
+		}
+		if !incoming {
+			if srv.TraceID != cli.TraceID || cli.Parent.SpanID() != srv.SpanID || tr.stats.injectDetached.Load() != 0 {
+				t.Errorf("the served request did not take its forwarded call's trace: server %s, call's parent %s", srv.TraceID, cli.Parent.SpanID())
+			}
+		} else if srv.TraceID.String() != "11111111111111111111111111111111" || cli.Parent.IsValid() || tr.stats.injectDetached.Load() != 1 {
+			t.Errorf("incoming: server %s, call parent %v, detached %d", srv.TraceID, cli.Parent, tr.stats.injectDetached.Load())
+		}
 	}
 }

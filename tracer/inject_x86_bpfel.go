@@ -63,9 +63,21 @@ type injectInjectState struct {
 	Armed    uint8
 	Connect  uint8
 	ReqSeq   uint32
-	Pad      uint32
+	Hash     uint32
 	Win      [256]uint8
 	_        [4]byte
+}
+
+type injectServedCtx struct {
+	_       structs.HostLayout
+	TraceId [2]uint64
+	Ts      uint64
+}
+
+type injectServedKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Hash uint32
 }
 
 type injectSslCall struct {
@@ -104,6 +116,7 @@ const (
 	injectMapCounters        = "counters"
 	injectMapEvents          = "events"
 	injectMapInjectCtxs      = "inject_ctxs"
+	injectMapInjectServed    = "inject_served"
 	injectMapInjectSocks     = "inject_socks"
 	injectMapInjectStates    = "inject_states"
 	injectMapLocalAddrs      = "local_addrs"
@@ -116,6 +129,7 @@ const (
 	injectProgInjectMsg      = "inject_msg"
 	injectProgInjectSockops  = "inject_sockops"
 	injectVarCfgCaptureBytes = "cfg_capture_bytes"
+	injectVarCfgInject       = "cfg_inject"
 	injectVarCfgSelfTgid     = "cfg_self_tgid"
 	injectVarCfgTraceAll     = "cfg_trace_all"
 	injectVarCfgWakeupBytes  = "cfg_wakeup_bytes"
@@ -175,6 +189,7 @@ type injectMapSpecs struct {
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	InjectCtxs   *ebpf.MapSpec `ebpf:"inject_ctxs"`
+	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
 	InjectSocks  *ebpf.MapSpec `ebpf:"inject_socks"`
 	InjectStates *ebpf.MapSpec `ebpf:"inject_states"`
 	LocalAddrs   *ebpf.MapSpec `ebpf:"local_addrs"`
@@ -191,6 +206,7 @@ type injectMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type injectVariableSpecs struct {
 	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.VariableSpec `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
@@ -220,6 +236,7 @@ type injectMaps struct {
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	InjectCtxs   *ebpf.Map `ebpf:"inject_ctxs"`
+	InjectServed *ebpf.Map `ebpf:"inject_served"`
 	InjectSocks  *ebpf.Map `ebpf:"inject_socks"`
 	InjectStates *ebpf.Map `ebpf:"inject_states"`
 	LocalAddrs   *ebpf.Map `ebpf:"local_addrs"`
@@ -236,6 +253,7 @@ func (m *injectMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.InjectCtxs,
+		m.InjectServed,
 		m.InjectSocks,
 		m.InjectStates,
 		m.LocalAddrs,
@@ -253,6 +271,7 @@ func (m *injectMaps) Close() error {
 // It can be passed to loadInjectObjects or ebpf.CollectionSpec.LoadAndAssign.
 type injectVariables struct {
 	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.Variable `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`

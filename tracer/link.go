@@ -319,6 +319,17 @@ func (t *Tracer) claimProxied(tgid uint32, server *export.Span, method, target s
 			continue
 		}
 		claimed = true // one downstream call per served request
+		if injected(p.span) && p.span.TraceID != server.TraceID {
+			// The forwarded request named a trace on the wire: the served
+			// request joins it when its own is not fixed yet, else the
+			// call stays in the trace the receiving side is in.
+			if server.Parent.IsValid() {
+				t.stats.injectDetached.Add(1)
+				t.finalize(p.span)
+				continue
+			}
+			server.TraceID = p.span.TraceID
+		}
 		t.stats.proxyLinked.Add(1)
 		p.span.TraceID = server.TraceID
 		p.span.Parent = trace.NewSpanContext(trace.SpanContextConfig{

@@ -42,6 +42,18 @@ type opensslEventBuf struct {
 	Data [32768]uint8
 }
 
+type opensslServedCtx struct {
+	_       structs.HostLayout
+	TraceId [2]uint64
+	Ts      uint64
+}
+
+type opensslServedKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Hash uint32
+}
+
 type opensslSslCall struct {
 	_        structs.HostLayout
 	Ssl      uint64
@@ -77,6 +89,7 @@ type opensslSslSock struct {
 const (
 	opensslMapCounters        = "counters"
 	opensslMapEvents          = "events"
+	opensslMapInjectServed    = "inject_served"
 	opensslMapLossy           = "lossy"
 	opensslMapLossyCount      = "lossy_count"
 	opensslMapScratch         = "scratch"
@@ -86,6 +99,7 @@ const (
 	opensslProgSslEnter       = "ssl_enter"
 	opensslProgSslReturn      = "ssl_return"
 	opensslVarCfgCaptureBytes = "cfg_capture_bytes"
+	opensslVarCfgInject       = "cfg_inject"
 	opensslVarCfgSelfTgid     = "cfg_self_tgid"
 	opensslVarCfgTraceAll     = "cfg_trace_all"
 	opensslVarCfgWakeupBytes  = "cfg_wakeup_bytes"
@@ -142,14 +156,15 @@ type opensslProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type opensslMapSpecs struct {
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lossy      *ebpf.MapSpec `ebpf:"lossy"`
-	LossyCount *ebpf.MapSpec `ebpf:"lossy_count"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	SslCalls   *ebpf.MapSpec `ebpf:"ssl_calls"`
-	SslSocks   *ebpf.MapSpec `ebpf:"ssl_socks"`
-	Targets    *ebpf.MapSpec `ebpf:"targets"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
+	Lossy        *ebpf.MapSpec `ebpf:"lossy"`
+	LossyCount   *ebpf.MapSpec `ebpf:"lossy_count"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.MapSpec `ebpf:"ssl_socks"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // opensslVariableSpecs contains global variables before they are loaded into the kernel.
@@ -157,6 +172,7 @@ type opensslMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type opensslVariableSpecs struct {
 	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.VariableSpec `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
@@ -183,20 +199,22 @@ func (o *opensslObjects) Close() error {
 //
 // It can be passed to loadOpensslObjects or ebpf.CollectionSpec.LoadAndAssign.
 type opensslMaps struct {
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lossy      *ebpf.Map `ebpf:"lossy"`
-	LossyCount *ebpf.Map `ebpf:"lossy_count"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	SslCalls   *ebpf.Map `ebpf:"ssl_calls"`
-	SslSocks   *ebpf.Map `ebpf:"ssl_socks"`
-	Targets    *ebpf.Map `ebpf:"targets"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	InjectServed *ebpf.Map `ebpf:"inject_served"`
+	Lossy        *ebpf.Map `ebpf:"lossy"`
+	LossyCount   *ebpf.Map `ebpf:"lossy_count"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.Map `ebpf:"ssl_socks"`
+	Targets      *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *opensslMaps) Close() error {
 	return _OpensslClose(
 		m.Counters,
 		m.Events,
+		m.InjectServed,
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
@@ -211,6 +229,7 @@ func (m *opensslMaps) Close() error {
 // It can be passed to loadOpensslObjects or ebpf.CollectionSpec.LoadAndAssign.
 type opensslVariables struct {
 	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.Variable `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`

@@ -44,6 +44,18 @@ type socketEventBuf struct {
 	Data [32768]uint8
 }
 
+type socketServedCtx struct {
+	_       structs.HostLayout
+	TraceId [2]uint64
+	Ts      uint64
+}
+
+type socketServedKey struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Hash uint32
+}
+
 type socketSslCall struct {
 	_        structs.HostLayout
 	Ssl      uint64
@@ -79,6 +91,7 @@ type socketSslSock struct {
 const (
 	socketMapCounters        = "counters"
 	socketMapEvents          = "events"
+	socketMapInjectServed    = "inject_served"
 	socketMapLossy           = "lossy"
 	socketMapLossyCount      = "lossy_count"
 	socketMapScratch         = "scratch"
@@ -104,6 +117,7 @@ const (
 	socketProgProcessExit    = "process_exit"
 	socketProgProcessFork    = "process_fork"
 	socketVarCfgCaptureBytes = "cfg_capture_bytes"
+	socketVarCfgInject       = "cfg_inject"
 	socketVarCfgSelfTgid     = "cfg_self_tgid"
 	socketVarCfgTraceAll     = "cfg_trace_all"
 	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
@@ -178,14 +192,15 @@ type socketProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketMapSpecs struct {
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lossy      *ebpf.MapSpec `ebpf:"lossy"`
-	LossyCount *ebpf.MapSpec `ebpf:"lossy_count"`
-	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	SslCalls   *ebpf.MapSpec `ebpf:"ssl_calls"`
-	SslSocks   *ebpf.MapSpec `ebpf:"ssl_socks"`
-	Targets    *ebpf.MapSpec `ebpf:"targets"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
+	Lossy        *ebpf.MapSpec `ebpf:"lossy"`
+	LossyCount   *ebpf.MapSpec `ebpf:"lossy_count"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.MapSpec `ebpf:"ssl_socks"`
+	Targets      *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // socketVariableSpecs contains global variables before they are loaded into the kernel.
@@ -193,6 +208,7 @@ type socketMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketVariableSpecs struct {
 	CfgCaptureBytes *ebpf.VariableSpec `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.VariableSpec `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.VariableSpec `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
@@ -221,20 +237,22 @@ func (o *socketObjects) Close() error {
 //
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketMaps struct {
-	Counters   *ebpf.Map `ebpf:"counters"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lossy      *ebpf.Map `ebpf:"lossy"`
-	LossyCount *ebpf.Map `ebpf:"lossy_count"`
-	Scratch    *ebpf.Map `ebpf:"scratch"`
-	SslCalls   *ebpf.Map `ebpf:"ssl_calls"`
-	SslSocks   *ebpf.Map `ebpf:"ssl_socks"`
-	Targets    *ebpf.Map `ebpf:"targets"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	InjectServed *ebpf.Map `ebpf:"inject_served"`
+	Lossy        *ebpf.Map `ebpf:"lossy"`
+	LossyCount   *ebpf.Map `ebpf:"lossy_count"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
+	SslSocks     *ebpf.Map `ebpf:"ssl_socks"`
+	Targets      *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *socketMaps) Close() error {
 	return _SocketClose(
 		m.Counters,
 		m.Events,
+		m.InjectServed,
 		m.Lossy,
 		m.LossyCount,
 		m.Scratch,
@@ -249,6 +267,7 @@ func (m *socketMaps) Close() error {
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketVariables struct {
 	CfgCaptureBytes *ebpf.Variable `ebpf:"cfg_capture_bytes"`
+	CfgInject       *ebpf.Variable `ebpf:"cfg_inject"`
 	CfgSelfTgid     *ebpf.Variable `ebpf:"cfg_self_tgid"`
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`

@@ -185,6 +185,7 @@ func (t *Tracer) load() error {
 		"cfg_trace_all":     boolByte(!t.selection.enabled()),
 		"cfg_watch_exec":    boolByte(t.selection.watchExec()),
 		"cfg_wakeup_bytes":  uint32(min(t.opts.RingBufferBytes/8, 256<<10)),
+		"cfg_inject":        boolByte(t.opts.Inject),
 	}
 	for name, v := range vars {
 		vs, ok := spec.Variables[name]
@@ -241,9 +242,6 @@ func (t *Tracer) loadGo(vars map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("read go bpf object: %w", err)
 	}
-	if err := spec.Variables["cfg_inject"].Set(boolByte(t.opts.Inject)); err != nil {
-		return fmt.Errorf("set cfg_inject: %w", err)
-	}
 	t.goColl, err = t.loadSharing("go", spec, vars, sharedMaps)
 	if err != nil {
 		return err
@@ -275,7 +273,7 @@ func (t *Tracer) loadSSL(vars map[string]any) error {
 
 // sharedMaps are the socket object's maps that every other object uses as
 // its own: one ring buffer, one target set, one set of counters.
-var sharedMaps = []string{"events", "targets", "counters", "scratch", "lossy", "lossy_count"}
+var sharedMaps = []string{"events", "targets", "counters", "scratch", "lossy", "lossy_count", "inject_served"}
 
 // loadSharing loads another object with the socket object's switches and
 // the named maps of its own replaced by the socket object's.
@@ -286,7 +284,7 @@ func (t *Tracer) loadSharing(what string, spec *ebpf.CollectionSpec, vars map[st
 // loadSharingFrom is loadSharing with more replacements, from objects other
 // than the socket object.
 func (t *Tracer) loadSharingFrom(what string, spec *ebpf.CollectionSpec, vars map[string]any, maps []string, more map[string]*ebpf.Map) (*ebpf.Collection, error) {
-	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes", "cfg_capture_bytes"} {
+	for _, name := range []string{"cfg_self_tgid", "cfg_trace_all", "cfg_wakeup_bytes", "cfg_capture_bytes", "cfg_inject"} {
 		if err := spec.Variables[name].Set(vars[name]); err != nil {
 			return nil, fmt.Errorf("set %s of %s object: %w", name, what, err)
 		}

@@ -23,6 +23,9 @@ volatile const __u8 cfg_trace_all = 0;
 volatile const __u32 cfg_wakeup_bytes = 65536;
 // Bytes of payload captured per event, at most CAPTURE_MAX.
 volatile const __u32 cfg_capture_bytes = 4096;
+// Traceparent injection is on (bpf/inject.c): received requests note the
+// trace they continue, and Go client calls name their IDs.
+volatile const __u8 cfg_inject = 0;
 
 // Written by userspace while the programs run: 0 until every program is
 // attached and again before any is detached, so that tracing starts and
@@ -141,8 +144,153 @@ static __always_inline void submit_now(struct event_buf *b)
 	submit_flags(b, true);
 }
 
+#define FNV_OFFSET 2166136261u
+#define FNV_PRIME 16777619u
+
+// How long a received request's trace is continued by what serving it
+// sends (bpf/inject.c, bpf/gohttp.c): longer than any request is served.
+#define SERVED_FRESH_NS (30ULL * 1000000000)
+
+// How far into a received request its traceparent is looked for.
+#define SERVED_SCAN_MAX 2048
+
+struct served_scan {
+	struct event_buf *b;
+	__u32 n;
+	__u32 hash;
+	__u64 trace_id[2];
+	__u8 phase; // enum served_phase
+	__u8 idx;   // bytes of the header name or value read
+	__u8 found;
+};
+
+enum served_phase {
+	SV_METHOD = 0,
+	SV_TARGET,
+	SV_SKIP_LINE,
+	SV_LINE,
+	SV_NAME,
+	SV_VALUE,
+	SV_DONE,
+};
+
+static const char traceparent_colon[] = {'t', 'r', 'a', 'c', 'e', 'p', 'a', 'r', 'e', 'n', 't', ':'};
+
+static __always_inline int hex_digit(__u8 c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1; // W3C: lowercase only
+}
+
+// One byte of a received request's head: the method and target are
+// hashed, and a traceparent header's trace ID is read.
+static long served_byte(__u32 i, void *arg)
+{
+	struct served_scan *sc = arg;
+	if (i >= sc->n)
+		return 1;
+	__u8 c = sc->b->data[i & (2 * CAPTURE_MAX - 1)];
+	switch (sc->phase) {
+	case SV_METHOD:
+		if (c == ' ')
+			sc->phase = SV_TARGET;
+		else if (c < 'A' || c > 'Z')
+			return 1; // not a request
+		sc->hash = (sc->hash ^ c) * FNV_PRIME;
+		return 0;
+	case SV_TARGET:
+		if (c == ' ' || c == '\r' || c == '\n') {
+			sc->phase = c == '\n' ? SV_LINE : SV_SKIP_LINE;
+			return 0;
+		}
+		sc->hash = (sc->hash ^ c) * FNV_PRIME;
+		return 0;
+	case SV_SKIP_LINE:
+		if (c == '\n')
+			sc->phase = SV_LINE;
+		return 0;
+	case SV_LINE:
+		if (c == '\r' || c == '\n') {
+			sc->phase = SV_DONE; // the headers ended: none
+			return 1;
+		}
+		sc->idx = 0;
+		sc->phase = SV_NAME;
+		/* fallthrough */
+	case SV_NAME: {
+		__u8 lc = (c >= 'A' && c <= 'Z') ? c + ('a' - 'A') : c;
+		__u8 k = sc->idx;
+		if (k >= sizeof(traceparent_colon) || traceparent_colon[k] != lc) {
+			sc->phase = c == '\n' ? SV_LINE : SV_SKIP_LINE;
+			return 0;
+		}
+		sc->idx = k + 1;
+		if (sc->idx == sizeof(traceparent_colon)) {
+			sc->idx = 0;
+			sc->phase = SV_VALUE;
+		}
+		return 0;
+	}
+	case SV_VALUE: {
+		// "00-" then 32 hex digits of the trace ID; leading blanks skipped.
+		__u8 k = sc->idx;
+		if (k == 0 && (c == ' ' || c == '\t'))
+			return 0;
+		if (k < 2) {
+			if (hex_digit(c) < 0)
+				return 1;
+		} else if (k == 2) {
+			if (c != '-')
+				return 1;
+		} else {
+			int d = hex_digit(c);
+			if (d < 0)
+				return 1;
+			if (k < 19)
+				sc->trace_id[0] = sc->trace_id[0] << 4 | d;
+			else
+				sc->trace_id[1] = sc->trace_id[1] << 4 | d;
+			if (k == 34) {
+				sc->found = 1;
+				sc->phase = SV_DONE;
+				return 1;
+			}
+		}
+		sc->idx = k + 1;
+		return 0;
+	}
+	}
+	return 1;
+}
+
+// note_served records, for a received request, the trace it continues.
+static __always_inline void note_served(struct event_buf *b)
+{
+	__u32 n = b->hdr.captured;
+	if (n > SERVED_SCAN_MAX)
+		n = SERVED_SCAN_MAX;
+	if (n < 4 || b->data[0] < 'A' || b->data[0] > 'Z')
+		return;
+	struct served_scan sc = {.b = b, .n = n, .hash = FNV_OFFSET};
+	bpf_loop(SERVED_SCAN_MAX, served_byte, &sc, 0);
+	if (sc.phase < SV_SKIP_LINE)
+		return; // no method and target: not a request head
+	struct served_key key = {.tgid = b->hdr.tgid, .hash = sc.hash};
+	struct served_ctx v = {.ts = b->hdr.ts};
+	if (sc.found && (sc.trace_id[0] || sc.trace_id[1])) {
+		v.trace_id[0] = sc.trace_id[0];
+		v.trace_id[1] = sc.trace_id[1];
+	}
+	bpf_map_update_elem(&inject_served, &key, &v, BPF_ANY);
+}
+
 static __always_inline void submit_flags(struct event_buf *b, bool wake)
 {
+	if (cfg_inject && b->hdr.kind == EVENT_DATA && b->hdr.dir == DIR_INGRESS)
+		note_served(b);
 	mark_after_loss(&b->hdr);
 	__u64 n = b->hdr.captured;
 	// Re-bound n here: the verifier does not carry the bound through the

@@ -20,8 +20,14 @@ struct inject_info {
 	__u64 span_id;
 	__u32 request; // 1-based ordinal of the request on its connection
 	__u32 seq;     // TCP sequence number of the request's first byte
-	__u8 from_go;  // 1: the IDs are a Go client probe's, not new ones
+	__u8 from_go;  // enum inject_source: where the IDs came from
 	__u8 _pad[7];
+};
+
+enum inject_source {
+	INJECT_NEW = 0,        // new trace and span IDs
+	INJECT_FROM_GO = 1,    // a Go client probe's span
+	INJECT_FROM_SERVED = 2, // the trace of a request served with this method and target
 };
 
 // IDs a Go client call chose, for the next request head sent on a socket.

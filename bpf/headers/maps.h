@@ -112,3 +112,26 @@ struct {
 	__type(key, struct ssl_key);
 	__type(value, struct ssl_sock);
 } ssl_socks SEC(".maps");
+
+// Requests selected processes received, by process and a hash of their
+// method and target, while traceparent injection is on: the trace their
+// traceparent named, or none. An injection into a request with the same
+// method and target from the same process continues that trace: a proxy
+// forwards what it serves (bpf/inject.c). Identical requests served at
+// once share an entry: the latest wins.
+struct served_key {
+	__u32 tgid;
+	__u32 hash; // FNV-1a of "METHOD TARGET"
+};
+
+struct served_ctx {
+	__u64 trace_id[2]; // 0: the request carried no traceparent
+	__u64 ts;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct served_key);
+	__type(value, struct served_ctx);
+} inject_served SEC(".maps");
