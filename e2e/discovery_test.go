@@ -107,7 +107,7 @@ func cgroup2Mount(t *testing.T) string {
 }
 
 // waitListening returns the address a goserver started by startProc prints.
-func waitListening(t *testing.T, p *proc) string {
+func waitListening(t testing.TB, p *proc) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {

@@ -24,7 +24,7 @@ type netns struct {
 
 var netnsSeq atomic.Int32
 
-func newNetns(t *testing.T) *netns {
+func newNetns(t testing.TB) *netns {
 	t.Helper()
 	ip := testutil.RequireTool(t, "ip")
 	n := int(netnsSeq.Add(1))
@@ -55,7 +55,7 @@ func newNetns(t *testing.T) *netns {
 func (ns *netns) in() []string { return []string{"ip", "netns", "exec", ns.name} }
 
 // waitPortIn waits for a server in the namespace to listen on port.
-func waitPortIn(t *testing.T, ns *netns, port string) {
+func waitPortIn(t testing.TB, ns *netns, port string) {
 	t.Helper()
 	waitPort(t, ns.peerIP+":"+port)
 }
@@ -206,8 +206,9 @@ func TestInjectUntracedNginx(t *testing.T) {
 	s := startSonde(t, nil, "--inject", "--exe", "python3*")
 	out := run(t, python, filepath.Join("testdata", "inject", "client.py"), ns.peerIP, port)
 	r := s.stop(t)
-	if n := len(strings.Split(strings.TrimSpace(out), "\n")); n != 9 {
-		t.Fatalf("client got %d responses, want 9:\n%s", n, out)
+	const requests = 11 // testdata/inject/client.py's
+	if n := len(strings.Split(strings.TrimSpace(out), "\n")); n != requests {
+		t.Fatalf("client got %d responses, want %d:\n%s", n, requests, out)
 	}
 	clients := map[string]span{}
 	for _, sp := range r.spans {
@@ -216,10 +217,10 @@ func TestInjectUntracedNginx(t *testing.T) {
 		}
 	}
 	var logged []string
-	waitFor(t, 5*time.Second, "nginx to log 9 requests", func() bool {
+	waitFor(t, 5*time.Second, "nginx to log every request", func() bool {
 		b, _ := os.ReadFile(logPath)
 		logged = strings.Split(strings.TrimSpace(string(b)), "\n")
-		return len(logged) == 9
+		return len(logged) == requests
 	})
 	for _, line := range logged {
 		f := strings.Fields(line)
@@ -323,6 +324,13 @@ func TestInjectGo(t *testing.T) {
 // forwarded request named. Either way: nginx server, nginx client, backend
 // server, one trace, in that tree.
 func TestInjectThroughProxy(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { injectThroughProxy(t, false) })
+	// nginx terminates TLS: the kernel reads the served request's
+	// traceparent in the plaintext the OpenSSL probes see.
+	t.Run("tls", func(t *testing.T) { injectThroughProxy(t, true) })
+}
+
+func injectThroughProxy(t *testing.T, tls bool) {
 	python := requirePython(t)
 	curl := testutil.RequireTool(t, "curl")
 	ns := newNetns(t)
@@ -332,28 +340,33 @@ func TestInjectThroughProxy(t *testing.T) {
 
 	s := startSonde(t, nil, "--inject", "--exe", "nginx", "--exe", "python3*")
 	front := freePort(t)
+	listen, scheme := "", "http"
+	if tls {
+		cert, key := tlsCert(t)
+		listen, scheme = fmt.Sprintf(" ssl;\n    ssl_certificate %s;\n    ssl_certificate_key %s", cert, key), "https"
+	}
 	startNginx(t, "127.0.0.1:"+front, fmt.Sprintf(`  server {
-    listen 127.0.0.1:%s;
+    listen 127.0.0.1:%s%s;
     location / {
       proxy_pass http://%s:%s;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
       proxy_set_header traceparent "";
     }
-  }`, front, ns.peerIP, port))
+  }`, front, listen, ns.peerIP, port))
 	// nginx drops the incoming traceparent: one it forwarded would be left
 	// alone, and the backend would be curl's child, skipping nginx.
 	const n = 10
 	given := map[string]string{} // path: the traceparent curl sent
 	for i := range n {
 		path := fmt.Sprintf("/r/%d", i)
-		args := []string{"-s", "-o", "/dev/null", "-w", "%{http_code}"}
+		args := []string{"-sk", "--http1.1", "-o", "/dev/null", "-w", "%{http_code}"}
 		if i%2 == 1 {
 			tp := fmt.Sprintf("00-%032x-%016x-01", 0xabc000+i, 0xdef000+i)
 			given[path] = tp
 			args = append(args, "-H", "traceparent: "+tp)
 		}
-		if out := run(t, curl, append(args, "http://127.0.0.1:"+front+path)...); out != "200" {
+		if out := run(t, curl, append(args, scheme+"://127.0.0.1:"+front+path)...); out != "200" {
 			t.Fatalf("curl %s: %q", path, out)
 		}
 	}
@@ -393,5 +406,44 @@ func TestInjectThroughProxy(t *testing.T) {
 	}
 	if r.stat("injected") != n || r.stat("inject_detached") != 0 {
 		t.Errorf("injected=%v (want %d) inject_detached=%v (want 0)", r.stat("injected"), n, r.stat("inject_detached"))
+	}
+}
+
+// What is not a plaintext HTTP/1 request is never changed: HTTP/2 with
+// prior knowledge and bytes that are no protocol each turn injection off
+// for their connection, counted, and arrive as sent.
+func TestInjectLeavesOtherBytesAlone(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	python := requirePython(t)
+	ns := newNetns(t)
+	port, h1 := freePort(t), freePort(t)
+	startNginxWith(t, ns.in(), ns.peerIP+":"+port, fmt.Sprintf(`  server {
+    listen %[1]s:%[2]s http2;
+    location / { return 200 "h2c\n"; }
+  }
+  server {
+    listen %[1]s:%[3]s;
+    location / { return 200 "h1\n"; }
+  }`, ns.peerIP, port, h1))
+	waitPortIn(t, ns, port)
+	waitPortIn(t, ns, h1)
+	s := startSonde(t, nil, "--inject", "--exe", "curl", "--exe", "python3*")
+	out := run(t, curl, "-s", "--http2-prior-knowledge", "-w", " %{http_version}", "http://"+ns.peerIP+":"+port+"/")
+	if out != "h2c\n 2" {
+		t.Fatalf("curl over h2c: %q", out)
+	}
+	// Random bytes, then what an HTTP/1 request would be: nginx answers
+	// 400 to the first bytes, which it must see unchanged to do so.
+	garbage := `import os, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(bytes((i * 7 + 3) % 256 for i in range(2000)) + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+print(s.recv(100).split(b"\r\n")[0].decode(errors="replace"))`
+	if out := strings.TrimSpace(run(t, python, "-c", garbage, ns.peerIP, h1)); !strings.Contains(out, " 400 ") {
+		t.Errorf("garbage got %q, want a 400", out)
+	}
+	r := s.stop(t)
+	if r.stat("injected") != 0 || r.stat("inject_off") != 2 || r.stat("inject_failed") != 0 {
+		t.Errorf("injected=%v inject_off=%v (want 0 and 2, one per connection) inject_failed=%v",
+			r.stat("injected"), r.stat("inject_off"), r.stat("inject_failed"))
 	}
 }

@@ -350,7 +350,11 @@ func (t *Tracer) attach() error {
 		t.links = append(t.links, l)
 	}
 	if err := t.attachInject(); err != nil {
-		return err
+		// Tracing goes on without it: nothing sent is changed.
+		t.stats.attachFailures.Add(1)
+		t.log.Warn("traceparent injection is off", "error", err)
+		t.inject.close()
+		t.inject = nil
 	}
 	return t.setRunning(true)
 }

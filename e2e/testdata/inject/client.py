@@ -15,6 +15,9 @@ The requests, in order, and what each tries:
   /present  a request with its own traceparent: must arrive untouched
   /big      a 300 KB body in one send, more than a message sk_msg sees
   /after    a request after it, to show the framing survived
+  /bytewise a chunked request with a body and a trailer, one byte per send:
+            every prefix of it ends a message once
+  /last     one more request, on a framing that survived all of it
 """
 import json
 import socket
@@ -51,6 +54,8 @@ sends = [
     ([get(b"/present", b"traceparent: " + PRESENT.encode() + b"\r\n")], 1),
     ([post(b"/big", BIG)], 1),
     ([get(b"/after")], 1),
+    ([bytes([c]) for c in chunked.replace(b"/chunked", b"/bytewise")], 1),
+    ([get(b"/last")], 1),
 ]
 
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
@@ -77,7 +82,7 @@ def read_responses(n):
 for parts, responses in sends:
     for i, part in enumerate(parts):
         s.sendall(part)
-        if i + 1 < len(parts):
+        if i + 1 < len(parts) and len(parts) < 10:
             time.sleep(0.05)  # a separate sendmsg, and a separate segment
     read_responses(responses)
 s.close()
