@@ -249,12 +249,24 @@ func TestInjectUntracedNginx(t *testing.T) {
 // the other side, one trace, no span detached. A Go client that serves
 // nothing gets IDs of its own the same way.
 func TestInjectGo(t *testing.T) {
+	t.Run("front", func(t *testing.T) { injectGo(t, false) })
+	// curl is traced too: the front's served request is linked to curl's
+	// call on the host, and curl's call, a root, joins the trace the
+	// front's call named on the wire.
+	t.Run("linked", func(t *testing.T) { injectGo(t, true) })
+}
+
+func injectGo(t *testing.T, traceCurl bool) {
 	testutil.RequireUprobes(t)
 	curl := testutil.RequireTool(t, "curl")
 	ns := newNetns(t)
 	backend := startProc(t, nil, "ip", append(ns.in()[1:], bins.goserver, "-addr", ns.peerIP+":0")...)
 	backendAddr := waitListening(t, backend)
-	s := startSonde(t, nil, "--inject", "--exe", "goserver", "--exe", "goclient")
+	args := []string{"--inject", "--exe", "goserver", "--exe", "goclient"}
+	if traceCurl {
+		args = append(args, "--exe", "curl")
+	}
+	s := startSonde(t, nil, args...)
 	front := startGoServer(t)
 	const n = 6
 	given := map[string]string{} // the front's query: the traceparent curl sent
@@ -304,6 +316,10 @@ func TestInjectGo(t *testing.T) {
 			if want := strings.Split(tp, "-"); f.TraceID != want[1] || f.ParentSpanID != want[2] {
 				t.Errorf("curl sent %s; the front's span is %s", tp, f)
 			}
+		} else if traceCurl {
+			if cc, ok := byID[f.ParentSpanID]; !ok || exeName(cc) != "curl" || cc.TraceID != sp.TraceID || cc.ParentSpanID != "" {
+				t.Errorf("the front's span is not the child of curl's call, a root, in one trace: %s", f)
+			}
 		} else if f.ParentSpanID != "" {
 			t.Errorf("the front's span has a parent, curl sent none: %s", f)
 		}
@@ -324,13 +340,17 @@ func TestInjectGo(t *testing.T) {
 // forwarded request named. Either way: nginx server, nginx client, backend
 // server, one trace, in that tree.
 func TestInjectThroughProxy(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { injectThroughProxy(t, false) })
+	t.Run("plain", func(t *testing.T) { injectThroughProxy(t, false, false) })
 	// nginx terminates TLS: the kernel reads the served request's
 	// traceparent in the plaintext the OpenSSL probes see.
-	t.Run("tls", func(t *testing.T) { injectThroughProxy(t, true) })
+	t.Run("tls", func(t *testing.T) { injectThroughProxy(t, true, false) })
+	// curl is traced too, over TLS, where no header can go: nginx's served
+	// request is linked to curl's call on the host, and curl's call, a
+	// root, joins the trace nginx's forwarded request named.
+	t.Run("tls-linked", func(t *testing.T) { injectThroughProxy(t, true, true) })
 }
 
-func injectThroughProxy(t *testing.T, tls bool) {
+func injectThroughProxy(t *testing.T, tls, traceCurl bool) {
 	python := requirePython(t)
 	curl := testutil.RequireTool(t, "curl")
 	ns := newNetns(t)
@@ -338,7 +358,11 @@ func injectThroughProxy(t *testing.T, tls bool) {
 	backend := startProc(t, nil, "ip", append(ns.in()[1:], python, filepath.Join("testdata", "inject", "echo.py"), port)...)
 	waitPortIn(t, ns, port)
 
-	s := startSonde(t, nil, "--inject", "--exe", "nginx", "--exe", "python3*")
+	args := []string{"--inject", "--exe", "nginx", "--exe", "python3*"}
+	if traceCurl {
+		args = append(args, "--exe", "curl")
+	}
+	s := startSonde(t, nil, args...)
 	front := freePort(t)
 	listen, scheme := "", "http"
 	if tls {
@@ -395,6 +419,10 @@ func injectThroughProxy(t *testing.T, tls bool) {
 		if tp, ok := given[path]; ok {
 			if want := strings.Split(tp, "-"); f.TraceID != want[1] || f.ParentSpanID != want[2] {
 				t.Errorf("%s: curl sent %s, the trace is %s with parent %s", path, tp, f.TraceID, f.ParentSpanID)
+			}
+		} else if traceCurl {
+			if cc, ok := byID[f.ParentSpanID]; !ok || exeName(cc) != "curl" || cc.TraceID != b.TraceID || cc.ParentSpanID != "" {
+				t.Errorf("%s: nginx's served request is not the child of curl's call, a root, in one trace: %s", path, f)
 			}
 		} else if f.ParentSpanID != "" {
 			t.Errorf("%s: nginx's served request has a parent, curl sent none: %s", path, f)

@@ -259,6 +259,20 @@ func (t *Tracer) adoptInjected(g, sock *export.Span) {
 	g.TraceID, g.SpanID = sock.TraceID, sock.SpanID
 }
 
+// callsNamedTrace reports whether a client call held for server injected
+// server's trace into its request.
+func (t *Tracer) callsNamedTrace(server *export.Span) bool {
+	if t.inject == nil {
+		return false
+	}
+	for _, c := range t.gostate.children[server.SpanID] {
+		if injected(c.span) && c.span.TraceID == server.TraceID {
+			return true
+		}
+	}
+	return false
+}
+
 // setSeqAttr replaces a client span's request sequence number with the one
 // the request had on the wire: the capture at the syscall counts the
 // syscall's bytes, which the injected header is not part of.

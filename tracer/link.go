@@ -213,6 +213,12 @@ func linkable(client, server *export.Span) bool {
 func (t *Tracer) link(c *linkClient, server *export.Span) {
 	t.stats.linked.Add(1)
 	client := c.span
+	if !c.final && !client.Parent.IsValid() && !injected(client) && t.callsNamedTrace(server) {
+		// The server's calls named its trace on the wire (injection), and
+		// the client is a root whose trace nothing fixed yet: the client
+		// joins the server's trace, so that both hosts hold one tree.
+		client.TraceID = server.TraceID
+	}
 	server.TraceID = client.TraceID
 	server.Parent = trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: client.TraceID, SpanID: client.SpanID, TraceFlags: trace.FlagsSampled, Remote: true,
