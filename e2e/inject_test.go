@@ -475,3 +475,42 @@ print(s.recv(100).split(b"\r\n")[0].decode(errors="replace"))`
 			r.stat("injected"), r.stat("inject_off"), r.stat("inject_failed"))
 	}
 }
+
+// Random requests, pipelined on one connection and cut at random points
+// into separate sends (testdata/inject/splits.py): bodies of bytes that
+// look like framing, Content-Length and chunked with random chunk sizes,
+// extensions and trailers, header names in random case. Every request
+// arrives with its body intact and exactly one traceparent, for every
+// seed, and injection never has to give up on valid HTTP/1.
+func TestInjectRandomSplits(t *testing.T) {
+	python := requirePython(t)
+	ns := newNetns(t)
+	port := freePort(t)
+	startProc(t, nil, "ip", append(ns.in()[1:], python, filepath.Join("testdata", "inject", "echo.py"), port)...)
+	waitPortIn(t, ns, port)
+	s := startSonde(t, nil, "--inject", "--exe", "python3*")
+	const seeds, perSeed = 8, 40
+	for seed := 1; seed <= seeds; seed++ {
+		out := run(t, python, filepath.Join("testdata", "inject", "splits.py"), fmt.Sprint(seed), ns.peerIP, port, fmt.Sprint(perSeed))
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		var want struct{ Expect []echoed }
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &want); err != nil || len(want.Expect) != perSeed {
+			t.Fatalf("seed %d: no expectations: %v\n%s", seed, err, out)
+		}
+		got := parseEchoed(t, strings.Join(lines[:len(lines)-1], "\n"))
+		if len(got) != perSeed {
+			t.Fatalf("seed %d: %d responses, want %d", seed, len(got), perSeed)
+		}
+		for i, w := range want.Expect {
+			g := got[i]
+			if g.Path != w.Path || g.Body != w.Body || g.Sum != w.Sum || len(g.Traceparent) != 1 {
+				t.Errorf("seed %d request %d: got %+v, sent %+v with one traceparent to come", seed, i, g, w)
+			}
+		}
+	}
+	r := s.stop(t)
+	if r.stat("injected") != seeds*perSeed || r.stat("inject_off") != 0 || r.stat("inject_failed") != 0 {
+		t.Errorf("injected=%v (want %d) inject_off=%v inject_failed=%v (want 0)",
+			r.stat("injected"), seeds*perSeed, r.stat("inject_off"), r.stat("inject_failed"))
+	}
+}

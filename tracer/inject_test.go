@@ -159,3 +159,56 @@ func TestInjectThroughAProxy(t *testing.T) {
 		}
 	}
 }
+
+// The same through a proxy whose client on the host is traced too, on a
+// connection no header can go into: the client's span, a root, joins the
+// trace the forwarded request named, so the tree is one on both hosts.
+func TestInjectLinkedClientJoinsTheWireTrace(t *testing.T) {
+	fp := newFakeProc(t)
+	fp.exe(7, "/usr/bin/curl")
+	fp.exe(9, "/usr/sbin/nginx")
+	tr, sink := handTracer(t, fp, 16)
+	tr.inject = &injector{pending: map[uint64][]injectInfo{}}
+	curl := sock{tgid: 7, fd: 3, id: 1, local: "127.0.0.1:40000", remote: "127.0.0.1:80", comm: "curl"}
+	front := sock{tgid: 9, fd: 5, id: 2, local: "127.0.0.1:80", remote: "127.0.0.1:40000", comm: "nginx"}
+	up := sock{tgid: 9, fd: 6, id: 3, local: "10.0.0.1:41000", remote: "10.0.0.2:8080", comm: "nginx"}
+	curl.open(t, tr, eventConnect)
+	front.open(t, tr, eventAccept)
+	up.open(t, tr, eventConnect)
+	const req = "GET /items HTTP/1.1\r\nHost: shop\r\n\r\n"
+	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	curl.data(t, tr, dirEgress, 1_000, req, 0)
+	front.data(t, tr, dirIngress, 1_010, req, 0)
+	tr.onInject(&socketEvent{Sock: up.id}, injectRecord(0xaaaa, 0xbbbb, 0xcccc, 1, 0, false))
+	up.data(t, tr, dirEgress, 1_100, req, 0)
+	up.data(t, tr, dirIngress, 1_500, resp, 0)
+	front.data(t, tr, dirEgress, 1_600, resp, 0)
+	curl.data(t, tr, dirIngress, 1_610, resp, 0)
+	tr.expireHeld(time.Now().Add(time.Minute), true)
+	tr.expireProxied(time.Now().Add(time.Minute), true)
+	if len(sink.spans) != 3 {
+		t.Fatalf("%d spans, want 3", len(sink.spans))
+	}
+	byID := map[trace.SpanID]*export.Span{}
+	for _, s := range sink.spans {
+		byID[s.SpanID] = s
+		if s.TraceID.String() != "000000000000aaaa000000000000bbbb" {
+			t.Errorf("%v span %s in trace %s, want the one on the wire", s.Kind, s.Name, s.TraceID)
+		}
+	}
+	call := byID[trace.SpanID{0, 0, 0, 0, 0, 0, 0xcc, 0xcc}]
+	if call == nil {
+		t.Fatal("no span with the injected ID")
+	}
+	served := byID[call.Parent.SpanID()]
+	if served == nil || served.Kind != trace.SpanKindServer {
+		t.Fatal("the forwarded call is not the served request's child")
+	}
+	client := byID[served.Parent.SpanID()]
+	if client == nil || client.Kind != trace.SpanKindClient || client.Parent.IsValid() {
+		t.Fatal("the served request is not the child of curl's call, a root")
+	}
+	if tr.stats.injectDetached.Load() != 0 {
+		t.Errorf("detached %d", tr.stats.injectDetached.Load())
+	}
+}
