@@ -228,7 +228,9 @@ func (t *Tracer) settleSocketView(s *export.Span) {
 		return
 	}
 	t.settleClient(s)
-	t.finalize(s)
+	if !t.holdClient(s) {
+		t.finalize(s)
+	}
 }
 
 // emit turns finished exchanges into spans.

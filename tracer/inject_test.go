@@ -164,6 +164,14 @@ func TestInjectThroughAProxy(t *testing.T) {
 // connection no header can go into: the client's span, a root, joins the
 // trace the forwarded request named, so the tree is one on both hosts.
 func TestInjectLinkedClientJoinsTheWireTrace(t *testing.T) {
+	// Over TLS the client's view may complete before the server's: the
+	// client span is held for it.
+	for _, clientFirst := range []bool{false, true} {
+		linkedClientJoins(t, clientFirst)
+	}
+}
+
+func linkedClientJoins(t *testing.T, clientFirst bool) {
 	fp := newFakeProc(t)
 	fp.exe(7, "/usr/bin/curl")
 	fp.exe(9, "/usr/sbin/nginx")
@@ -182,8 +190,19 @@ func TestInjectLinkedClientJoinsTheWireTrace(t *testing.T) {
 	tr.onInject(&socketEvent{Sock: up.id}, injectRecord(0xaaaa, 0xbbbb, 0xcccc, 1, 0, false))
 	up.data(t, tr, dirEgress, 1_100, req, 0)
 	up.data(t, tr, dirIngress, 1_500, resp, 0)
-	front.data(t, tr, dirEgress, 1_600, resp, 0)
-	curl.data(t, tr, dirIngress, 1_610, resp, 0)
+	if clientFirst {
+		curl.data(t, tr, dirIngress, 1_610, resp, 0)
+		if len(sink.spans) != 0 {
+			t.Fatalf("clientFirst: %d spans exported before the server's view completed", len(sink.spans))
+		}
+		front.data(t, tr, dirEgress, 1_600, resp, 0)
+	} else {
+		front.data(t, tr, dirEgress, 1_600, resp, 0)
+		curl.data(t, tr, dirIngress, 1_610, resp, 0)
+	}
+	if len(sink.spans) != 3 {
+		t.Fatalf("clientFirst=%v: %d spans exported once both views completed, want 3", clientFirst, len(sink.spans))
+	}
 	tr.expireHeld(time.Now().Add(time.Minute), true)
 	tr.expireProxied(time.Now().Add(time.Minute), true)
 	if len(sink.spans) != 3 {

@@ -72,6 +72,11 @@ type linkClient struct {
 	key   linkKey
 	at    time.Time
 	final bool // exported: its trace ID can no longer change
+	// held: with injection on, a client span waits (until heldUntil) for
+	// its server span before it is exported, so that it can still join
+	// the trace the server's calls named on the wire.
+	held      bool
+	heldUntil time.Time
 }
 
 // proxied is a client span of a process that also serves, waiting for the
@@ -211,23 +216,54 @@ func linkable(client, server *export.Span) bool {
 // link makes server the child of client, in client's trace, and exports it
 // once that trace is final.
 func (t *Tracer) link(c *linkClient, server *export.Span) {
-	t.stats.linked.Add(1)
 	client := c.span
-	if !c.final && !client.Parent.IsValid() && !injected(client) && t.callsNamedTrace(server) {
-		// The server's calls named its trace on the wire (injection), and
-		// the client is a root whose trace nothing fixed yet: the client
-		// joins the server's trace, so that both hosts hold one tree.
+	if server.TraceID != client.TraceID && t.callsNamedTrace(server) {
+		// The server's calls named its trace on the wire (injection).
+		if c.final || client.Parent.IsValid() || injected(client) {
+			// The client's trace is fixed: the server keeps the one the
+			// other host is in, unlinked.
+			t.stats.injectDetached.Add(1)
+			t.releaseHeld(c)
+			t.finalize(server)
+			return
+		}
+		// The client is a root whose trace nothing fixed yet: it joins
+		// the server's, so that both hosts hold one tree.
 		client.TraceID = server.TraceID
 	}
+	t.stats.linked.Add(1)
 	server.TraceID = client.TraceID
 	server.Parent = trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: client.TraceID, SpanID: client.SpanID, TraceFlags: trace.FlagsSampled, Remote: true,
 	})
 	if c.final || !t.holdChild(client.SpanID, server) {
 		t.finalize(server)
+		t.releaseHeld(c)
 		return
 	}
 	t.linking.parents[client.SpanID] = true
+	t.releaseHeld(c) // exports the client, then the server in its trace
+}
+
+// holdClient keeps a settled client span from export until its server
+// span comes, when injection is on: a client exported first could not
+// join the trace its server's calls named on the wire. (Over TLS the
+// client's view can complete before the server's.)
+func (t *Tracer) holdClient(s *export.Span) bool {
+	c := t.linking.byID[s.SpanID]
+	if t.inject == nil || c == nil {
+		return false
+	}
+	c.held, c.heldUntil = true, time.Now().Add(t.opts.LinkHold)
+	return true
+}
+
+// releaseHeld exports a client span holdClient kept.
+func (t *Tracer) releaseHeld(c *linkClient) {
+	if c.held {
+		c.held = false
+		t.finalize(c.span)
+	}
 }
 
 // finalize exports a span whose trace ID is final, then the spans held for
@@ -264,9 +300,13 @@ func (t *Tracer) expireLinks(now time.Time, all bool) {
 			t.linking.waiting[tuple] = kept
 		}
 	}
+	var unheld []*linkClient
 	for tuple, cs := range t.linking.clients {
 		kept := cs[:0]
 		for _, c := range cs {
+			if c.held && (all || now.After(c.heldUntil) || now.Sub(c.at) > linkClientTTL) {
+				unheld = append(unheld, c)
+			}
 			if all || now.Sub(c.at) > linkClientTTL {
 				delete(t.linking.byID, c.span.SpanID)
 				t.linking.nClients--
@@ -283,6 +323,9 @@ func (t *Tracer) expireLinks(now time.Time, all bool) {
 	for _, s := range expired {
 		t.stats.linkUnmatched.Add(1)
 		t.finalize(s)
+	}
+	for _, c := range unheld {
+		t.releaseHeld(c)
 	}
 	if all {
 		clear(t.linking.keys)

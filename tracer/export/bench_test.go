@@ -41,26 +41,39 @@ func benchSpans() []*Span {
 func BenchmarkPipeline(b *testing.B) {
 	for _, format := range []Format{FormatJSON, FormatText} {
 		b.Run(string(format), func(b *testing.B) {
-			spans := benchSpans()
-			e, err := New(context.Background(), &Options{Format: format, Writer: io.Discard, MaxQueue: b.N + 1, TextDelay: time.Hour})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				e.Export(spans[i%len(spans)])
-			}
-			if err := e.Shutdown(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			if st := e.Stats(); st.Exported != uint64(b.N) {
-				b.Fatalf("stats %+v, want %d exported", st, b.N)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spans/s")
+			runPipeline(b, &Options{Format: format, Writer: io.Discard, MaxQueue: b.N + 1, TextDelay: time.Hour})
 		})
 	}
+}
+
+// BenchmarkPipelineOTLP is BenchmarkPipeline over OTLP/gRPC to a receiver
+// in this process (whose own decoding shows in a CPU profile apart).
+func BenchmarkPipelineOTLP(b *testing.B) {
+	r := otlptest.Start(b)
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+r.Endpoint())
+	b.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	runPipeline(b, &Options{Format: FormatOTLP, MaxQueue: b.N + 1})
+}
+
+func runPipeline(b *testing.B, opts *Options) {
+	spans := benchSpans()
+	e, err := New(context.Background(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		e.Export(spans[i%len(spans)])
+	}
+	if err := e.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	if st := e.Stats(); st.Exported != uint64(b.N) {
+		b.Fatalf("stats %+v, want %d exported", st, b.N)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spans/s")
 }
 
 // BenchmarkExport measures what Export costs the capturing goroutine. The
@@ -84,30 +97,4 @@ func BenchmarkExport(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
 	e.Shutdown(ctx)
-}
-
-// BenchmarkPipelineOTLP is BenchmarkPipeline over OTLP/gRPC to a receiver
-// in this process (whose own decoding shows in a CPU profile apart).
-func BenchmarkPipelineOTLP(b *testing.B) {
-	r := otlptest.Start(b)
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+r.Endpoint())
-	b.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	spans := benchSpans()
-	e, err := New(context.Background(), &Options{Format: FormatOTLP, MaxQueue: b.N + 1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		e.Export(spans[i%len(spans)])
-	}
-	if err := e.Shutdown(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.StopTimer()
-	if st := e.Stats(); st.Exported != uint64(b.N) {
-		b.Fatalf("stats %+v, want %d exported", st, b.N)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "spans/s")
 }

@@ -19,10 +19,11 @@ The requests, in order, and what each tries:
             every prefix of it ends a message once
   /last     one more request, on a framing that survived all of it
 """
-import json
 import socket
 import sys
 import time
+
+from responses import print_bodies
 
 TRICK = b"\r\n\r\nGET /evil HTTP/1.1\r\nHost: x\r\n\r\n"
 PRESENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -62,27 +63,10 @@ s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 f = s.makefile("rb")
 
-
-def read_responses(n):
-    for _ in range(n):
-        status = f.readline()
-        if not status.startswith(b"HTTP/1.1 200"):
-            sys.exit("bad response: %r" % status)
-        length = 0
-        while True:
-            line = f.readline()
-            if line in (b"\r\n", b""):
-                break
-            k, _, v = line.partition(b":")
-            if k.strip().lower() == b"content-length":
-                length = int(v)
-        print(f.read(length).decode(), flush=True)
-
-
 for parts, responses in sends:
     for i, part in enumerate(parts):
         s.sendall(part)
         if i + 1 < len(parts) and len(parts) < 10:
             time.sleep(0.05)  # a separate sendmsg, and a separate segment
-    read_responses(responses)
+    print_bodies(f, responses)
 s.close()

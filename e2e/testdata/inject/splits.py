@@ -15,6 +15,8 @@ import random
 import socket
 import sys
 
+from responses import print_bodies
+
 seed, host, port, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
 ALPHABET = b"\r\n:; \tab0123456789GETPOSTHTTP/1.1\x00\xff"
@@ -62,18 +64,5 @@ last = 0
 for c in cuts + [len(stream)]:
     s.sendall(stream[last:c])  # one sendmsg each
     last = c
-f = s.makefile("rb")
-for _ in range(n):
-    status = f.readline()
-    if not status.startswith(b"HTTP/1.1 200"):
-        sys.exit("bad response: %r" % status)
-    length = 0
-    while True:
-        line = f.readline()
-        if line in (b"\r\n", b""):
-            break
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v)
-    print(f.read(length).decode(), flush=True)
+print_bodies(s.makefile("rb"), n)
 print(json.dumps({"expect": expect}))
