@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,9 +41,10 @@ const (
 	goHold      = time.Second
 	goChildHold = 30 * time.Second
 	goHeldMax   = 65536
-	// goRewriteTTL is how long a final parent's trace ID is kept for a
-	// child that ends after it: a goroutine the handler left running.
-	goRewriteTTL = 10 * time.Second
+	// goRewriteTTL is how long, at least, a final parent's trace ID is
+	// kept for a child that ends after it: a goroutine the handler left
+	// running. At most twice as long (see rewrites).
+	goRewriteTTL = 5 * time.Second
 )
 
 // heldView is one view of an exchange waiting for its twin.
@@ -63,24 +65,54 @@ type heldChild struct {
 	deadline time.Time
 }
 
-// goRewrite is what a server span's end decided its children get.
-type goRewrite struct {
-	traceID trace.TraceID
-	at      time.Time
+// rewrites remembers, for every Go server span made final, the trace its
+// children get. One is recorded per span, tens of thousands a second under
+// load: two generations of a plain map, the older dropped whole, keep that
+// to one map insert per span and 24 bytes an entry, where a timestamp per
+// entry and a sweep over all of them took twice the memory and a
+// twentieth of the event loop.
+type rewrites struct {
+	cur, prev map[trace.SpanID]trace.TraceID
+	since     time.Time // when cur became the current generation
 }
+
+func (r *rewrites) put(parent trace.SpanID, traceID trace.TraceID) { r.cur[parent] = traceID }
+
+func (r *rewrites) get(parent trace.SpanID) (trace.TraceID, bool) {
+	if id, ok := r.cur[parent]; ok {
+		return id, true
+	}
+	id, ok := r.prev[parent]
+	return id, ok
+}
+
+// age drops the older generation once the current one is goRewriteTTL old,
+// so that every entry lives between goRewriteTTL and twice that; all drops
+// both.
+func (r *rewrites) age(now time.Time, all bool) {
+	switch {
+	case all:
+		r.cur, r.prev, r.since = make(map[trace.SpanID]trace.TraceID), nil, now
+	case now.Sub(r.since) >= goRewriteTTL:
+		r.prev, r.since = r.cur, now
+		r.cur = make(map[trace.SpanID]trace.TraceID, len(r.prev))
+	}
+}
+
+func (r *rewrites) len() int { return len(r.cur) + len(r.prev) }
 
 // goState is the tracer's state for merging the two views.
 type goState struct {
 	sockets  []*heldView                   // socket views, in arrival order
 	gos      []*heldView                   // Go views
 	children map[trace.SpanID][]*heldChild // by the parent's span ID
-	rewrites map[trace.SpanID]goRewrite    // parents already final
+	rewrites rewrites                      // parents already final
 	held     int                           // children held
 }
 
 func (g *goState) init() {
 	g.children = make(map[trace.SpanID][]*heldChild)
-	g.rewrites = make(map[trace.SpanID]goRewrite)
+	g.rewrites.age(time.Now(), true)
 }
 
 // goTwinWindow bounds how far apart the starts, or the ends, of two views
@@ -152,14 +184,23 @@ func (t *Tracer) mergeGo(g *export.Span, sock *export.Span) {
 		t.stats.goMerged.Add(1)
 		// The bytes tell what the probes do not read (user agent, query,
 		// peer of a client call); the probes' values win where both know.
-		have := make(map[attribute.Key]bool, len(g.Attributes))
-		for _, kv := range g.Attributes {
-			have[kv.Key] = true
+		// A span has a dozen attributes: scanning them beats building a
+		// set, which was most of this function's cost.
+		probed := g.Attributes
+		missing := func(kv attribute.KeyValue) bool {
+			// What the socket view did not know, the probes read.
+			return kv.Key != headersUnknownKey &&
+				!slices.ContainsFunc(probed, func(have attribute.KeyValue) bool { return have.Key == kv.Key })
 		}
-		// What the socket view did not know, the probes read.
-		have[headersUnknownKey] = true
+		n := 0
 		for _, kv := range sock.Attributes {
-			if !have[kv.Key] {
+			if missing(kv) {
+				n++
+			}
+		}
+		g.Attributes = slices.Grow(g.Attributes, n) // goSpan left room for a few
+		for _, kv := range sock.Attributes {
+			if missing(kv) {
 				g.Attributes = append(g.Attributes, kv)
 			}
 		}
@@ -199,9 +240,9 @@ func (t *Tracer) exportChild(s *export.Span) {
 		return
 	}
 	parent := s.Parent.SpanID()
-	if rw, ok := t.gostate.rewrites[parent]; ok {
-		s.TraceID = rw.traceID
-		s.Parent = s.Parent.WithTraceID(rw.traceID)
+	if traceID, ok := t.gostate.rewrites.get(parent); ok {
+		s.TraceID = traceID
+		s.Parent = s.Parent.WithTraceID(traceID)
 		t.finalize(s)
 		return
 	}
@@ -229,11 +270,10 @@ func (t *Tracer) onGoSpan(e *socketEvent, data []byte) {
 		t.stats.badRecords.Add(1)
 		return
 	}
-	var g gohttpGoSpan
-	if _, err := binary.Decode(data, binary.NativeEndian, &g); err != nil {
-		t.stats.badRecords.Add(1)
-		return
-	}
+	// Copied out of the record (the strings below alias it), without
+	// encoding/binary's reflection: the C side lays the struct out with no
+	// holes, as it does the event header (viewEvent).
+	g := *(*gohttpGoSpan)(unsafe.Pointer(&data[0]))
 	strs, ok := unpackGoStrings(&g, data[goSpanSize:])
 	if !ok {
 		t.stats.badRecords.Add(1)
@@ -318,7 +358,7 @@ func (t *Tracer) hold(list *[]*heldView, h *heldView) {
 // releaseChildren exports the held client spans of a server span that
 // ended, in its final trace.
 func (t *Tracer) releaseChildren(parent *export.Span) {
-	t.gostate.rewrites[parent.SpanID] = goRewrite{traceID: parent.TraceID, at: time.Now()}
+	t.gostate.rewrites.put(parent.SpanID, parent.TraceID)
 	children := t.gostate.children[parent.SpanID]
 	delete(t.gostate.children, parent.SpanID)
 	for _, c := range children {
@@ -385,11 +425,7 @@ func (t *Tracer) expireHeld(now time.Time, all bool) {
 	for _, s := range expired {
 		t.finalize(s)
 	}
-	for id, rw := range t.gostate.rewrites {
-		if all || now.Sub(rw.at) > goRewriteTTL {
-			delete(t.gostate.rewrites, id)
-		}
-	}
+	t.gostate.rewrites.age(now, all)
 }
 
 func (t *Tracer) exportSpan(s *export.Span) {
@@ -447,7 +483,7 @@ func (t *Tracer) goSpanBase(e *socketEvent, g *gohttpGoSpan, p *process) *export
 func (t *Tracer) goSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p *process) *export.Span {
 	s := t.goSpanBase(e, g, p)
 	method, path, pattern, host, query := strs.method, strs.path, strs.pattern, strs.host, strs.query
-	attrs := make([]attribute.KeyValue, 0, 14)
+	attrs := make([]attribute.KeyValue, 0, 18) // room for what mergeGo adds
 	if knownMethods[method] {
 		attrs = append(attrs, semconv.HTTPRequestMethodKey.String(method))
 		s.Name = method
@@ -527,7 +563,7 @@ func (t *Tracer) goGRPCSpan(e *socketEvent, g *gohttpGoSpan, strs *goStrings, p 
 	if method == "" {
 		s.Name = "grpc"
 	}
-	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs := make([]attribute.KeyValue, 0, 12) // room for what mergeGo adds
 	attrs = append(attrs, semconv.RPCSystemNameGRPC)
 	if method != "" {
 		attrs = append(attrs, semconv.RPCMethod(method))

@@ -295,3 +295,29 @@ func TestTakeTwinByStream(t *testing.T) {
 		t.Errorf("a view with no stream took %+v, want the oldest", h)
 	}
 }
+
+// A final parent's trace is kept for a late child at least goRewriteTTL and
+// at most twice that, however the ageing ticks fall.
+func TestRewritesAge(t *testing.T) {
+	var r rewrites
+	t0 := time.Unix(1000, 0)
+	r.age(t0, true)
+	parent, traceID := trace.SpanID{1}, trace.TraceID{2}
+	r.put(parent, traceID)
+	for step := time.Duration(0); step < 2*goRewriteTTL; step += goRewriteTTL / 10 {
+		r.age(t0.Add(step), false)
+		got, ok := r.get(parent)
+		if step < goRewriteTTL && (!ok || got != traceID) {
+			t.Fatalf("gone after %v, want kept at least %v", step, goRewriteTTL)
+		}
+	}
+	r.age(t0.Add(2*goRewriteTTL), false)
+	if _, ok := r.get(parent); ok {
+		t.Fatalf("kept after %v", 2*goRewriteTTL)
+	}
+	r.put(parent, traceID)
+	r.age(t0, true)
+	if r.len() != 0 {
+		t.Fatalf("%d entries after dropping all", r.len())
+	}
+}

@@ -37,12 +37,17 @@ func benchSpans() []*Span {
 
 // BenchmarkPipeline measures spans per second through the whole SDK
 // pipeline into a discarding writer, Shutdown's flush included. The queue
-// holds every span, so none is dropped.
+// holds every span, so none is dropped. Each format runs twice, A/B: the
+// spans handed to the processor directly, as sonde does, and started and
+// ended through the SDK's tracer.
 func BenchmarkPipeline(b *testing.B) {
 	for _, format := range []Format{FormatJSON, FormatText} {
-		b.Run(string(format), func(b *testing.B) {
-			runPipeline(b, &Options{Format: format, Writer: io.Discard, MaxQueue: b.N + 1, TextDelay: time.Hour})
-		})
+		for _, via := range []string{"direct", "tracer"} {
+			b.Run(string(format)+"/"+via, func(b *testing.B) {
+				runPipeline(b, &Options{Format: format, Writer: io.Discard, MaxQueue: b.N + 1, TextDelay: time.Hour,
+					viaTracer: via == "tracer"})
+			})
+		}
 	}
 }
 
@@ -52,7 +57,11 @@ func BenchmarkPipelineOTLP(b *testing.B) {
 	r := otlptest.Start(b)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+r.Endpoint())
 	b.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	runPipeline(b, &Options{Format: FormatOTLP, MaxQueue: b.N + 1})
+	for _, via := range []string{"direct", "tracer"} {
+		b.Run(via, func(b *testing.B) {
+			runPipeline(b, &Options{Format: FormatOTLP, MaxQueue: b.N + 1, viaTracer: via == "tracer"})
+		})
+	}
 }
 
 func runPipeline(b *testing.B, opts *Options) {

@@ -349,12 +349,12 @@ func TestResourceCacheEviction(t *testing.T) {
 	}
 }
 
-func TestTracerCacheLRU(t *testing.T) {
+func TestResourceCacheLRU(t *testing.T) {
 	created := map[string]int{}
-	c := newTracerCache(2, func(r *resource.Resource) trace.Tracer {
+	c := newResourceCache(2, func(r *resource.Resource) *resourceEntry {
 		v, _ := r.Set().Value(semconv.ServiceNameKey)
 		created[v.AsString()]++
-		return nil
+		return &resourceEntry{resource: r}
 	})
 	res := func(name string) *resource.Resource { return resource.NewSchemaless(semconv.ServiceName(name)) }
 	for _, name := range []string{"a", "b", "a", "c", "a", "b"} {
@@ -362,7 +362,7 @@ func TestTracerCacheLRU(t *testing.T) {
 	}
 	// b was least recently used when c arrived, so it alone was rebuilt.
 	if want := map[string]int{"a": 1, "b": 2, "c": 1}; !reflect.DeepEqual(created, want) {
-		t.Fatalf("providers created %v, want %v", created, want)
+		t.Fatalf("entries created %v, want %v", created, want)
 	}
 	if c.len() != 2 {
 		t.Fatalf("cache holds %d, want 2", c.len())

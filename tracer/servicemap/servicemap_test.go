@@ -273,3 +273,44 @@ func labels(s attribute.Set) string {
 	}
 	return out
 }
+
+// The cache of attribute sets stays bounded when edges keep coming, and a
+// call observed after the cache started over still counts on its edge.
+func TestMetricsAttributeCacheBounded(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := NewMetrics(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range setsMax + 10 {
+		m.Observe(Call{Client: fmt.Sprint("c", i), Server: "api", ServerTime: time.Millisecond})
+		if len(m.sets) > setsMax {
+			t.Fatalf("%d cached sets after %d edges, want at most %d", len(m.sets), i+1, setsMax)
+		}
+	}
+	m.Observe(Call{Client: "c0", Server: "api", ServerTime: time.Millisecond})
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			if d, ok := mt.Data.(metricdata.Sum[int64]); ok && mt.Name == "traces_service_graph_request_total" {
+				// The SDK caps the series itself (its cardinality limit);
+				// the first edge is within it.
+				found := false
+				for _, dp := range d.DataPoints {
+					if labels(dp.Attributes) == "c0>api" {
+						found = true
+						if dp.Value != 2 {
+							t.Errorf("c0>api counted %d, want 2", dp.Value)
+						}
+					}
+				}
+				if !found {
+					t.Error("no c0>api series")
+				}
+			}
+		}
+	}
+}
