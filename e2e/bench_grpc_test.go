@@ -22,14 +22,20 @@ import (
 // that tracing adds (at the lower traced rate a Go server spends a little
 // more per call, so this is an upper bound), sonde's CPU per call and its
 // peak RSS; and the ratio and added CPU of the socket-only leg, which
-// split the probes' share from the socket path's.
+// split the probes' share from the socket path's. A fourth round, traced
+// with the kernel's run-time accounting on (which costs every program run
+// a little, so it is kept out of the figures above), gives the run time of
+// the Go probe programs and of the socket programs per call: the client
+// runs the same executable, so its hits of the Go probes, which leave at
+// once, are in that figure too.
 func BenchmarkGRPCUnary(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
 	const rounds = 3
 	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
 	var base, traced, sockets runStats
-	var sondeCPU time.Duration
+	var sondeCPU, bpfGo, bpfSockets time.Duration
+	var bpfCalls int64
 	var sondeRSS int64
 	for range b.N {
 		for range rounds {
@@ -40,6 +46,11 @@ func BenchmarkGRPCUnary(b *testing.B) {
 			sondeRSS = max(sondeRSS, t.rss)
 			t = tracedStats{noGo: true}
 			sockets.add(grpcRound(b, duration, &t))
+			t = tracedStats{bpfStats: true}
+			statsRound := grpcRound(b, duration, &t)
+			bpfGo += t.bpf
+			bpfSockets += t.bpfSockets
+			bpfCalls += statsRound.requests
 		}
 	}
 	b.ReportMetric(traced.rate()/base.rate(), "throughput_ratio")
@@ -50,6 +61,8 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	b.ReportMetric(sockets.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call_sockets_only")
 	b.ReportMetric(base.cpuPerReq(), "server_µs/call_untraced")
 	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/call")
+	b.ReportMetric(perReq(bpfGo, bpfCalls), "bpf_go_probes_µs/call")
+	b.ReportMetric(perReq(bpfSockets, bpfCalls), "bpf_sockets_µs/call")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
 	b.ReportMetric(0, "ns/op")
 }
@@ -85,13 +98,21 @@ func grpcRound(b *testing.B, d time.Duration, traced *tracedStats) runStats {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var sonde0 time.Duration
+	var sonde0, go0, sockets0 time.Duration
 	if s != nil {
 		if sonde0, err = procCPU(s.pid()); err != nil {
 			b.Fatal(err)
 		}
+		if traced.bpfStats {
+			defer enableBPFStats(b).Close()
+			go0, sockets0 = programRunTime(b, "go_"), programRunTime(b, socketPrograms...)
+		}
 	}
 	out := run(b, bins.grpcpair, "load", addr, "8", d.String())
+	if s != nil && traced.bpfStats {
+		traced.bpf = programRunTime(b, "go_") - go0
+		traced.bpfSockets = programRunTime(b, socketPrograms...) - sockets0
+	}
 	m := grpcLoadLine.FindStringSubmatch(out)
 	if m == nil {
 		b.Fatalf("grpcpair load:\n%s", out)

@@ -115,6 +115,8 @@ type tracedStats struct {
 	cpu      time.Duration // sonde's CPU
 	rss      int64         // sonde's peak RSS
 	bpf      time.Duration // run time of sonde's programs, all processes' hits
+	// bpfSockets is the socket programs' share when bpf counts others.
+	bpfSockets time.Duration
 }
 
 // A load sends requests to addr for d and says how many succeeded in how
