@@ -116,6 +116,47 @@ static __always_inline int fd_of_conn(struct go_offsets *o, __u64 iface_addr, bo
 	return fd_of_tcpconn(o, data);
 }
 
+// The probes copy the head of a struct they read several fields of in one
+// read, into the event's data past the packed strings (which is never
+// submitted), and take the fields from the copy: a helper call costs about
+// 0.09 us on these machines whatever it copies, and filling a request's
+// span took fifteen of them.
+#define GO_COPY_REQ GO_STRINGS_SPAN
+#define GO_COPY_URL (GO_COPY_REQ + GO_COPY_MAX)
+#define GO_COPY_RESP (GO_COPY_URL + GO_COPY_MAX)
+
+// copy_head copies span bytes at addr to the event's data at at.
+static __always_inline bool copy_head(struct event_buf *b, __u32 at, __u64 addr, __u16 span)
+{
+	__u32 n = span;
+	// The verifier must see the bound on the register passed to the
+	// helper: without the mask, clang tests a copy of n and passes the
+	// unbounded original.
+	asm volatile("" : "+r"(n));
+	n &= 2 * GO_COPY_MAX - 1;
+	if (!addr || n == 0 || n > GO_COPY_MAX)
+		return false;
+	return bpf_probe_read_user(b->data + at, n, (void *)addr) == 0;
+}
+
+// head_u64 reads the 8 bytes at off in a copied head. The loader made the
+// span cover off + 16, so the mask never changes a valid offset: it only
+// shows the verifier the read inside data[].
+static __always_inline __u64 head_u64(struct event_buf *b, __u32 at, __u32 off)
+{
+	return *(__u64 *)(b->data + at + (off & (GO_COPY_MAX - 1)));
+}
+
+// put_head_string appends the Go string at off in a copied head to the
+// event's packed strings, and returns its length.
+static __always_inline __u16 put_head_string(struct event_buf *b, __u32 *off, __u32 max, __u32 at, __u32 field)
+{
+	__u16 n = copy_string((char *)b->data + (*off & (GO_STRINGS_SPAN - 1)), max, head_u64(b, at, field),
+			      head_u64(b, at, field + 8));
+	*off += n;
+	return n;
+}
+
 // put_string appends a Go string found at addr to the event's packed
 // strings, and returns its length.
 static __always_inline __u16 put_string(struct event_buf *b, __u32 *off, __u32 max, __u64 addr)
@@ -132,27 +173,31 @@ static __always_inline __u16 put_string(struct event_buf *b, __u32 *off, __u32 m
 // its URL's scheme says.
 static __always_inline void fill_request(struct go_offsets *o, struct event_buf *b, struct go_span *s, __u64 req, bool client)
 {
+	if (!copy_head(b, GO_COPY_REQ, req, o->request_span))
+		return;
 	__u32 off = sizeof(struct go_span);
-	__u64 url = read_u64(req + o->request_url);
-	s->method_len = put_string(b, &off, GO_METHOD_MAX, req + o->request_method);
-	if (url) {
-		s->path_len = put_string(b, &off, GO_PATH_MAX, url + o->url_path);
-		s->query_len = put_string(b, &off, GO_QUERY_MAX, url + o->url_raw_query);
+	__u64 url = head_u64(b, GO_COPY_REQ, o->request_url);
+	bool have_url = copy_head(b, GO_COPY_URL, url, o->url_span);
+	s->method_len = put_head_string(b, &off, GO_METHOD_MAX, GO_COPY_REQ, o->request_method);
+	if (have_url) {
+		s->path_len = put_head_string(b, &off, GO_PATH_MAX, GO_COPY_URL, o->url_path);
+		s->query_len = put_head_string(b, &off, GO_QUERY_MAX, GO_COPY_URL, o->url_raw_query);
 	}
 	if (o->request_pattern != GO_ABSENT)
-		s->pattern_len = put_string(b, &off, GO_PATTERN_MAX, req + o->request_pattern);
-	s->host_len = put_string(b, &off, GO_HOST_MAX, req + o->request_host);
-	if (!s->host_len && url)
-		s->host_len = put_string(b, &off, GO_HOST_MAX, url + o->url_host);
-	s->remote_len = put_string(b, &off, GO_REMOTE_MAX, req + o->request_remote_addr);
+		s->pattern_len = put_head_string(b, &off, GO_PATTERN_MAX, GO_COPY_REQ, o->request_pattern);
+	s->host_len = put_head_string(b, &off, GO_HOST_MAX, GO_COPY_REQ, o->request_host);
+	if (!s->host_len && have_url)
+		s->host_len = put_head_string(b, &off, GO_HOST_MAX, GO_COPY_URL, o->url_host);
+	s->remote_len = put_head_string(b, &off, GO_REMOTE_MAX, GO_COPY_REQ, o->request_remote_addr);
 	b->hdr.captured = off;
-	s->proto_major = (__u8)read_u64(req + o->request_proto_major);
+	s->proto_major = (__u8)head_u64(b, GO_COPY_REQ, o->request_proto_major);
 	if (!client) {
-		s->tls = read_u64(req + o->request_tls) != 0;
+		s->tls = head_u64(b, GO_COPY_REQ, o->request_tls) != 0;
 		return;
 	}
 	char scheme[8] = {};
-	if (url && read_string(scheme, sizeof(scheme), url + o->url_scheme) == 5)
+	if (have_url && copy_string(scheme, sizeof(scheme), head_u64(b, GO_COPY_URL, o->url_scheme),
+				    head_u64(b, GO_COPY_URL, o->url_scheme + 8)) == 5)
 		s->tls = scheme[0] == 'h' && scheme[4] == 's';
 }
 
@@ -287,11 +332,16 @@ int go_server_end_h1(struct pt_regs *ctx)
 	struct go_offsets *o = offsets_of(ctx);
 	if (!o)
 		return 0;
-	__u64 w = GO_ARG1(ctx);
-	__u64 req = read_u64(w + o->response_req);
-	__u64 status = read_u64(w + o->response_status);
+	// The scratch event server_end builds, here already for the copy of
+	// the response's head.
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!b || !copy_head(b, GO_COPY_RESP, GO_ARG1(ctx), o->response_span))
+		return 0;
+	__u64 req = head_u64(b, GO_COPY_RESP, o->response_req);
+	__u64 status = head_u64(b, GO_COPY_RESP, o->response_status);
 	int fd = -1;
-	__u64 conn = read_u64(w + o->response_conn);
+	__u64 conn = head_u64(b, GO_COPY_RESP, o->response_conn);
 	if (conn && req)
 		fd = fd_of_conn(o, conn + o->conn_rwc, read_u64(req + o->request_tls) != 0);
 	return server_end(ctx, o, req, status, fd);

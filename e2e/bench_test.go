@@ -34,7 +34,9 @@ import (
 //     it is, so this is only comparable at the same request rate.
 //   - the kernel's own accounting of sonde's BPF programs (bpf_stats) over
 //     an open-loop round of its own: the socket path's cost per request,
-//     the hits of the unselected load generator included.
+//     the hits of the unselected load generator included, and the Go
+//     probes' (all the server's: the load generator is another
+//     executable, which they are not placed in).
 func BenchmarkHTTPHello(b *testing.B) {
 	wrk := testutil.RequireTool(b, "wrk")
 	testutil.RequireRoot(b)
@@ -46,7 +48,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 		rate = r
 	}
 	var closedBase, closedTraced, openBase, openTraced runStats
-	var sondeClosed, sondeOpen, bpfOpen time.Duration
+	var sondeClosed, sondeOpen, bpfOpen, bpfGoOpen time.Duration
 	var bpfRequests int64
 	var sondeRSS int64
 	for range b.N {
@@ -68,6 +70,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 			t = tracedStats{bpfStats: true}
 			statsRound := benchRound(b, duration, true, rateLoad(rate), &t)
 			bpfOpen += t.bpf
+			bpfGoOpen += t.bpfGo
 			bpfRequests += statsRound.requests
 			sondeRSS = max(sondeRSS, t.rss)
 		}
@@ -79,6 +82,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 	b.ReportMetric(openTraced.cpuPerReq()-openBase.cpuPerReq(), "server_µs_added/req")
 	b.ReportMetric(openBase.cpuPerReq(), "server_µs/req_untraced")
 	b.ReportMetric(perReq(bpfOpen, bpfRequests), "bpf_µs/req")
+	b.ReportMetric(perReq(bpfGoOpen, bpfRequests), "bpf_go_probes_µs/req")
 	b.ReportMetric(perReq(sondeOpen, openTraced.requests), "sonde_µs/req")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
 	b.ReportMetric(0, "ns/op") // the wall time of the whole run says nothing
@@ -117,6 +121,8 @@ type tracedStats struct {
 	bpf      time.Duration // run time of sonde's programs, all processes' hits
 	// bpfSockets is the socket programs' share when bpf counts others.
 	bpfSockets time.Duration
+	bpfGo      time.Duration // the Go probe programs', when bpf is the sockets'
+
 }
 
 // A load sends requests to addr for d and says how many succeeded in how
@@ -173,19 +179,20 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 	if err != nil {
 		b.Fatal(err)
 	}
-	var sonde0, bpf0 time.Duration
+	var sonde0, bpf0, bpfGo0 time.Duration
 	if trace {
 		if sonde0, err = procCPU(s.cmd.Process.Pid); err != nil {
 			b.Fatal(err)
 		}
 		if traced.bpfStats {
 			defer enableBPFStats(b).Close()
-			bpf0 = programRunTime(b, socketPrograms...)
+			bpf0, bpfGo0 = programRunTime(b, socketPrograms...), programRunTime(b, "go_")
 		}
 	}
 	n, elapsed := send(b, srv.addr, d)
 	if trace && traced.bpfStats {
 		traced.bpf = programRunTime(b, socketPrograms...) - bpf0
+		traced.bpfGo = programRunTime(b, "go_") - bpfGo0
 	}
 	cpu1, err := procCPU(srv.pid())
 	if err != nil {

@@ -109,6 +109,9 @@ type gohttpGoOffsets struct {
 	GrpcCsAttempt      uint16
 	GrpcAttemptStream  uint16
 	GrpcClientStreamId uint16
+	RequestSpan        uint16
+	UrlSpan            uint16
+	ResponseSpan       uint16
 }
 
 type gohttpGoPtrKey struct {

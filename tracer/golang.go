@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -452,6 +453,24 @@ const goBinariesMax = 256
 // goAbsent mirrors GO_ABSENT: a field the binary's Go version lacks.
 const goAbsent = 0xffff
 
+// goCopyMax mirrors GO_COPY_MAX: the longest struct head the probes copy.
+const goCopyMax = 512
+
+// headSpan is how many bytes of a struct's head hold the fields at offs (a
+// string, the widest, takes 16), absent fields left out.
+func headSpan(offs []uint16) (uint16, error) {
+	span := 0
+	for _, off := range offs {
+		if off != goAbsent {
+			span = max(span, int(off)+16)
+		}
+	}
+	if span > goCopyMax {
+		return 0, fmt.Errorf("fields span %d bytes, over the %d the probes copy", span, goCopyMax)
+	}
+	return uint16(span), nil
+}
+
 // goField names a struct field the probes read, and which probe group
 // needs it: without it that group is not attached.
 type goField struct {
@@ -522,6 +541,35 @@ func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffs
 			}
 			if missing[f.group] == "" {
 				missing[f.group] = fmt.Sprintf("field %s.%s: %v", f.strct, f.member, err)
+			}
+		}
+	}
+	// The probes copy the head of each of these structs in one read
+	// (bpf/gohttp.c): every field they take from it must lie inside.
+	heads := []struct {
+		dst    *uint16
+		strct  string
+		group  string
+		fields []uint16
+	}{
+		// Servers and clients both read the request and its URL.
+		{&o.RequestSpan, "net/http.Request", "server client", []uint16{o.RequestMethod, o.RequestUrl, o.RequestHost,
+			o.RequestRemoteAddr, o.RequestPattern, o.RequestProtoMajor, o.RequestTls}},
+		{&o.UrlSpan, "net/url.URL", "server client", []uint16{o.UrlPath, o.UrlHost, o.UrlScheme, o.UrlRawQuery}},
+		{&o.ResponseSpan, "net/http.response", "server", []uint16{o.ResponseConn, o.ResponseReq, o.ResponseStatus}},
+	}
+	for _, h := range heads {
+		span, err := headSpan(h.fields)
+		if err == nil {
+			*h.dst = span
+			continue
+		}
+		if httpServer {
+			return o, nil, fmt.Errorf("%s: %w", h.strct, err)
+		}
+		for _, g := range strings.Fields(h.group) {
+			if missing[g] == "" {
+				missing[g] = fmt.Sprintf("%s: %v", h.strct, err)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,6 +127,21 @@ func TestGoOffsetsResolve(t *testing.T) {
 			if grpc && (o.GrpcServerConn == 0 && o.GrpcStreamMethod == 0 || o.GrpcProtoCode == 0) {
 				t.Errorf("%s-%s: grpc offsets not read: %+v", prog, mode, o)
 			}
+			// The copied heads cover every field read from them.
+			for _, h := range []struct {
+				span   uint16
+				fields []uint16
+			}{
+				{o.RequestSpan, []uint16{o.RequestMethod, o.RequestUrl, o.RequestHost, o.RequestRemoteAddr, o.RequestPattern, o.RequestProtoMajor, o.RequestTls}},
+				{o.UrlSpan, []uint16{o.UrlPath, o.UrlHost, o.UrlScheme, o.UrlRawQuery}},
+				{o.ResponseSpan, []uint16{o.ResponseConn, o.ResponseReq, o.ResponseStatus}},
+			} {
+				for _, f := range h.fields {
+					if f != goAbsent && (int(f)+16 > int(h.span) || h.span > goCopyMax) {
+						t.Errorf("%s-%s: field at %d outside the %d-byte head copied", prog, mode, f, h.span)
+					}
+				}
+			}
 			if mode == "default" {
 				want = o
 				continue
@@ -161,5 +177,29 @@ func TestGoCoverageGRPC(t *testing.T) {
 		if plan.missing["grpcserver"] != "does not use grpc-go" || plan.grpc != "" {
 			t.Errorf("gochain-%s: grpc %q, missing %q", mode, plan.grpc, plan.missing["grpcserver"])
 		}
+	}
+}
+
+// A head span covers its furthest field, leaves absent ones out, and is
+// refused past what the probes copy.
+func TestHeadSpan(t *testing.T) {
+	if got, err := headSpan([]uint16{0, 40, goAbsent, 208}); err != nil || got != 224 {
+		t.Fatalf("span %d, %v; want 224", got, err)
+	}
+	if got, err := headSpan([]uint16{goAbsent}); err != nil || got != 0 {
+		t.Fatalf("span of nothing %d, %v; want 0", got, err)
+	}
+	if _, err := headSpan([]uint16{goCopyMax - 16}); err != nil {
+		t.Fatalf("a field ending at the limit refused: %v", err)
+	}
+	if _, err := headSpan([]uint16{goCopyMax - 15}); err == nil {
+		t.Fatal("a field past the limit accepted")
+	}
+	h, err := os.ReadFile("../bpf/headers/events.h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("#define GO_COPY_MAX %d\n", goCopyMax); !strings.Contains(string(h), want) {
+		t.Fatalf("events.h lacks %q: goCopyMax must mirror GO_COPY_MAX", want)
 	}
 }

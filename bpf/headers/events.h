@@ -204,7 +204,16 @@ struct go_offsets {
 	__u16 grpc_cs_attempt;       // grpc.clientStream.attempt
 	__u16 grpc_attempt_stream;   // grpc.csAttempt.s (transportStream from v1.71)
 	__u16 grpc_client_stream_id; // the stream ID in that stream
+	// Bytes of a struct's head that hold every field the probes read of
+	// it, copied in one read (GO_COPY_MAX at most); set by the loader from
+	// the offsets above.
+	__u16 request_span;       // net/http.Request
+	__u16 url_span;           // net/url.URL
+	__u16 response_span;      // net/http.response
 };
+
+// GO_COPY_MAX bounds the struct heads the Go probes copy whole.
+#define GO_COPY_MAX 512
 
 // ---- OpenSSL uprobes (bpf/openssl.c) -----------------------------------------
 
