@@ -168,13 +168,18 @@ static __always_inline __u16 put_string(struct event_buf *b, __u32 *off, __u32 m
 	return n;
 }
 
-// fill_request packs what a span needs of a *http.Request. A server's
-// Request.TLS says whether its connection is TLS; a client's is unset, and
-// its URL's scheme says.
-static __always_inline void fill_request(struct go_offsets *o, struct event_buf *b, struct go_span *s, __u64 req, bool client)
+// copy_request copies the head of a *http.Request for fill_request, and
+// for what an end probe reads of it first.
+static __always_inline bool copy_request(struct go_offsets *o, struct event_buf *b, __u64 req)
 {
-	if (!copy_head(b, GO_COPY_REQ, req, o->request_span))
-		return;
+	return copy_head(b, GO_COPY_REQ, req, o->request_span);
+}
+
+// fill_request packs what a span needs of the *http.Request whose head
+// copy_request copied. A server's Request.TLS says whether its connection
+// is TLS; a client's is unset, and its URL's scheme says.
+static __always_inline void fill_request(struct go_offsets *o, struct event_buf *b, struct go_span *s, bool client)
+{
 	__u32 off = sizeof(struct go_span);
 	__u64 url = head_u64(b, GO_COPY_REQ, o->request_url);
 	bool have_url = copy_head(b, GO_COPY_URL, url, o->url_span);
@@ -299,7 +304,9 @@ int go_grpc_server_start(struct pt_regs *ctx)
 	return server_start(ctx, false);
 }
 
-static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o, __u64 req, __u64 status, int fd)
+// server_end emits a server span; have_req says that the request's head
+// is copied (copy_request) into the scratch event it builds.
+static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o, bool have_req, __u64 status, int fd)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct go_key key = {.tgid = tgid, .goid = goid_of(o, GO_G(ctx))};
@@ -316,8 +323,8 @@ static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o,
 		s->span_id = st->ctx.span_id;
 		// A status of 0 means the handler wrote nothing: net/http sends 200.
 		s->status = status ? (__u32)status : 200;
-		if (req)
-			fill_request(o, b, s, req, false);
+		if (have_req)
+			fill_request(o, b, s, false);
 		submit(b);
 	}
 	bpf_map_delete_elem(&go_servers, &key);
@@ -332,19 +339,19 @@ int go_server_end_h1(struct pt_regs *ctx)
 	struct go_offsets *o = offsets_of(ctx);
 	if (!o)
 		return 0;
-	// The scratch event server_end builds, here already for the copy of
-	// the response's head.
+	// The scratch event server_end builds, here already for the copies of
+	// the response's head and the request's.
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!b || !copy_head(b, GO_COPY_RESP, GO_ARG1(ctx), o->response_span))
 		return 0;
-	__u64 req = head_u64(b, GO_COPY_RESP, o->response_req);
 	__u64 status = head_u64(b, GO_COPY_RESP, o->response_status);
+	bool have_req = copy_request(o, b, head_u64(b, GO_COPY_RESP, o->response_req));
 	int fd = -1;
 	__u64 conn = head_u64(b, GO_COPY_RESP, o->response_conn);
-	if (conn && req)
-		fd = fd_of_conn(o, conn + o->conn_rwc, read_u64(req + o->request_tls) != 0);
-	return server_end(ctx, o, req, status, fd);
+	if (conn && have_req)
+		fd = fd_of_conn(o, conn + o->conn_rwc, head_u64(b, GO_COPY_REQ, o->request_tls) != 0);
+	return server_end(ctx, o, have_req, status, fd);
 }
 
 // net/http.(*http2responseWriter).handlerDone(w): the handler of an HTTP/2
@@ -358,13 +365,19 @@ int go_server_end_h2(struct pt_regs *ctx)
 	__u64 rws = read_u64(GO_ARG1(ctx) + o->h2rw_rws);
 	if (!rws)
 		return 0;
-	__u64 req = read_u64(rws + o->h2rws_req);
+	// The scratch event server_end builds, here already for the copy of
+	// the request's head.
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!b)
+		return 0;
+	bool have_req = copy_request(o, b, read_u64(rws + o->h2rws_req));
 	__u64 status = read_u64(rws + o->h2rws_status);
 	int fd = -1;
 	__u64 sc = read_u64(rws + o->h2rws_conn);
-	if (sc && req)
-		fd = fd_of_conn(o, sc + o->h2sc_conn, read_u64(req + o->request_tls) != 0);
-	return server_end(ctx, o, req, status, fd);
+	if (sc && have_req)
+		fd = fd_of_conn(o, sc + o->h2sc_conn, head_u64(b, GO_COPY_REQ, o->request_tls) != 0);
+	return server_end(ctx, o, have_req, status, fd);
 }
 
 // ---- goroutines ---------------------------------------------------------------
@@ -491,8 +504,8 @@ static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 go
 		s->span_id = cs->span_id;
 		s->parent_span_id = cs->parent_span_id;
 		s->status = status;
-		if (cs->req)
-			fill_request(o, b, s, cs->req, true);
+		if (copy_request(o, b, cs->req))
+			fill_request(o, b, s, true);
 		s->proto_major = proto;
 		submit(b);
 	}
