@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -549,14 +548,14 @@ func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffs
 	heads := []struct {
 		dst    *uint16
 		strct  string
-		group  string
+		groups []string
 		fields []uint16
 	}{
 		// Servers and clients both read the request and its URL.
-		{&o.RequestSpan, "net/http.Request", "server client", []uint16{o.RequestMethod, o.RequestUrl, o.RequestHost,
+		{&o.RequestSpan, "net/http.Request", []string{"server", "client"}, []uint16{o.RequestMethod, o.RequestUrl, o.RequestHost,
 			o.RequestRemoteAddr, o.RequestPattern, o.RequestProtoMajor, o.RequestTls}},
-		{&o.UrlSpan, "net/url.URL", "server client", []uint16{o.UrlPath, o.UrlHost, o.UrlScheme, o.UrlRawQuery}},
-		{&o.ResponseSpan, "net/http.response", "server", []uint16{o.ResponseConn, o.ResponseReq, o.ResponseStatus}},
+		{&o.UrlSpan, "net/url.URL", []string{"server", "client"}, []uint16{o.UrlPath, o.UrlHost, o.UrlScheme, o.UrlRawQuery}},
+		{&o.ResponseSpan, "net/http.response", []string{"server"}, []uint16{o.ResponseConn, o.ResponseReq, o.ResponseStatus}},
 	}
 	for _, h := range heads {
 		span, err := headSpan(h.fields)
@@ -567,7 +566,7 @@ func goOffsetsOf(bin *offsets.Binary, httpServer, usesGRPC bool) (o gohttpGoOffs
 		if httpServer {
 			return o, nil, fmt.Errorf("%s: %w", h.strct, err)
 		}
-		for _, g := range strings.Fields(h.group) {
+		for _, g := range h.groups {
 			if missing[g] == "" {
 				missing[g] = fmt.Sprintf("%s: %v", h.strct, err)
 			}
