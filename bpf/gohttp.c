@@ -513,10 +513,11 @@ static __always_inline int client_end(struct go_offsets *o, __u32 tgid, __u64 go
 	return 0;
 }
 
-// net/http.readTransfer(msg any, r): ReadResponse calls it once the status
-// line and headers of an HTTP/1 response are parsed, on the connection's
-// read goroutine. readRequest calls it too, with a *Request: the status
-// check and the caller lookup both reject that.
+// The CALL net/http.readTransfer(msg any, r) in net/http.ReadResponse: the
+// status line and headers of an HTTP/1 response are parsed, on the
+// connection's read goroutine, and msg is the *Response (its data word in
+// RBX). Not an entry probe on readTransfer: a server's readRequest calls it
+// for every request it reads, and each hit costs that server ~1 us.
 SEC("uprobe")
 int go_client_end_h1(struct pt_regs *ctx)
 {

@@ -81,8 +81,9 @@ func grpcRound(b *testing.B, d time.Duration, traced *tracedStats) runStats {
 		return ok
 	})
 	var s *sondeRun
+	var rcv *otlptest.Counter
 	if traced != nil {
-		rcv := otlptest.Start(b)
+		rcv = otlptest.StartCounter(b)
 		args := []string{"--pid", strconv.Itoa(srv.pid()), "--output", "otlp"}
 		if traced.noGo {
 			args = append(args, "--go=false")
@@ -137,6 +138,9 @@ func grpcRound(b *testing.B, d time.Duration, traced *tracedStats) runStats {
 		// Every call must have become a span, or the figures flatter us.
 		if got := int64(r.stat("spans")); got < n {
 			b.Fatalf("%d calls but %d spans (lost %v)", n, got, r.stats["lost"])
+		}
+		if got := rcv.Spans(); got < n {
+			b.Fatalf("%d calls but the receiver got %d spans", n, got)
 		}
 		if !traced.noGo && int64(r.stat("go_grpc_spans")) < n {
 			b.Fatalf("%d calls but %d spans from the Go probes", n, int64(r.stat("go_grpc_spans")))

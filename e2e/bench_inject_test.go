@@ -65,7 +65,7 @@ func (r injectRound) rate() float64 { return float64(r.requests) / r.elapsed.Sec
 
 func wrkInjectRound(b *testing.B, wrk, addr string, d time.Duration, inject, bpfStats bool) injectRound {
 	b.Helper()
-	rcv := otlptest.Start(b)
+	rcv := otlptest.StartCounter(b)
 	args := []string{"--exe", "wrk", "--output", "otlp"}
 	if inject {
 		args = append(args, "--inject")

@@ -22,7 +22,9 @@ import (
 // BenchmarkHTTPHello measures what tracing costs a Go net/http hello server.
 // Untraced and traced rounds alternate in one run, so that the machine's
 // noise hits both sides alike. Spans go over OTLP/gRPC to a receiver in this
-// process, as they would to a collector.
+// process, as they would to a collector, which counts them and keeps
+// nothing (otlptest.Counter): a collector would not share these 2 cores,
+// and one that decodes every span would charge sonde for its own work.
 //
 // Two loads, because they answer different questions:
 //   - closed loop, wrk as fast as it can (1 thread, 10 keep-alive
@@ -167,8 +169,9 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 	srv := startGoServer(b)
 	defer srv.cmd.Process.Kill()
 	var s *sondeRun
+	var rcv *otlptest.Counter
 	if trace {
-		rcv := otlptest.Start(b)
+		rcv = otlptest.StartCounter(b)
 		args := []string{"--pid", fmt.Sprint(srv.pid()), "--output", "otlp"}
 		if prof := os.Getenv("SONDE_BENCH_CPUPROFILE"); prof != "" {
 			args = append(args, "--cpu-profile", prof)
@@ -214,6 +217,9 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 		// Every request must have become a span, or the figures flatter us.
 		if got := int64(r.stat("spans")); got < n {
 			b.Fatalf("%d requests but %d spans (lost %v)", n, got, r.stats["lost"])
+		}
+		if got := rcv.Spans(); got < n {
+			b.Fatalf("%d requests but the receiver got %d spans", n, got)
 		}
 	}
 	return runStats{requests: n, elapsed: elapsed, cpu: cpu1 - cpu0}

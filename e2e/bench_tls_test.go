@@ -83,8 +83,9 @@ func BenchmarkNginxTLS(b *testing.B) {
 func nginxRound(b *testing.B, wrk, addr string, pids []int, d time.Duration, traced *tracedStats) runStats {
 	b.Helper()
 	var s *sondeRun
+	var rcv *otlptest.Counter
 	if traced != nil {
-		rcv := otlptest.Start(b)
+		rcv = otlptest.StartCounter(b)
 		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
 			"--pid", strconv.Itoa(pids[0]), "--output", "otlp", fmt.Sprintf("--tls=%v", !traced.noTLS))
 	}
@@ -120,6 +121,9 @@ func nginxRound(b *testing.B, wrk, addr string, pids []int, d time.Duration, tra
 		// flatter us.
 		if got := int64(r.stat("spans")); got < n && !traced.noTLS {
 			b.Fatalf("%d requests but %d spans (lost %v, tls_unpaired %v)", n, got, r.stats["lost"], r.stats["tls_unpaired"])
+		}
+		if got := rcv.Spans(); got < n && !traced.noTLS {
+			b.Fatalf("%d requests but the receiver got %d spans", n, got)
 		}
 		if r.stat("parse_errors_total") != 0 {
 			b.Fatalf("parse errors on TLS connections: %v", r.stats["parse_errors"])

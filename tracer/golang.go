@@ -98,7 +98,9 @@ var goProbeSet = []goProbe{
 	{prog: "go_server_end_h2", fn: "net/http.(*http2responseWriter).handlerDone", group: "h2"},
 	{prog: "go_client_start", fn: "net/http.(*Transport).roundTrip", group: "client"},
 	{prog: "go_client_conn", fn: "net/http.(*persistConn).roundTrip", group: "client"},
-	{prog: "go_client_end_h1", fn: "net/http.readTransfer", group: "client"},
+	// On ReadResponse's call of readTransfer, not at readTransfer's entry:
+	// a server's readRequest calls it too, for every request it serves.
+	{prog: "go_client_end_h1", fn: "net/http.ReadResponse", callTo: "net/http.readTransfer", group: "client"},
 	{prog: "go_client_stream", fn: "net/http.(*http2clientStream).writeRequest", group: "h2client"},
 	{prog: "go_client_end_h2", fn: "net/http.(*http2clientConnReadLoop).handleResponse", group: "h2client"},
 	{prog: "go_goroutine_created", fn: "runtime.newproc.func1", callTo: "runtime.runqput", group: "goroutines"},

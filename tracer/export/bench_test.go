@@ -2,7 +2,6 @@ package export
 
 import (
 	"context"
-	"github.com/sondehq/sonde/internal/otlptest"
 	"io"
 	"testing"
 	"time"
@@ -11,10 +10,13 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sondehq/sonde/internal/otlptest"
 )
 
 // benchSpans returns server spans of distinct traces from two processes,
-// shaped like sonde's HTTP spans, to be handed out round-robin.
+// shaped like sonde's HTTP server spans of a Go process (the attributes of
+// one, in its order), to be handed out round-robin.
 func benchSpans() []*Span {
 	spans := make([]*Span, 1024)
 	for i := range spans {
@@ -25,9 +27,13 @@ func benchSpans() []*Span {
 			Name: "GET /api/orders/{id}", Kind: trace.SpanKindServer,
 			Start: base, End: base.Add(3 * time.Millisecond),
 			Attributes: []attribute.KeyValue{
-				semconv.HTTPRequestMethodGet, semconv.URLPath("/api/orders/42"), semconv.HTTPRoute("/api/orders/{id}"),
-				semconv.HTTPResponseStatusCode(200), semconv.ServerAddress("orders"), semconv.ServerPort(8080),
+				semconv.HTTPRequestMethodGet, semconv.URLScheme("http"), semconv.NetworkProtocolVersion("1.1"),
+				semconv.HTTPRoute("/api/orders/{id}"), semconv.URLPath("/api/orders/42"),
+				semconv.ServerAddress("orders"), semconv.ServerPort(8080), semconv.ClientAddress("10.0.0.7"),
 				semconv.NetworkPeerAddress("10.0.0.7"), semconv.NetworkPeerPort(51234),
+				semconv.HTTPResponseStatusCode(200), attribute.String("sonde.source", "go"),
+				semconv.UserAgentOriginal("curl/7.88.1"),
+				attribute.Int64("sonde.tcp.request_seq", 836698776), attribute.Int64("sonde.tcp.response_seq", 2436905146),
 			},
 			Resource: []*resource.Resource{frontend, orders}[i/512],
 		}
@@ -52,14 +58,19 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 // BenchmarkPipelineOTLP is BenchmarkPipeline over OTLP/gRPC to a receiver
-// in this process (whose own decoding shows in a CPU profile apart).
+// in this process that only counts what arrives (otlptest.Counter), so
+// that the figure is the exporting side's.
 func BenchmarkPipelineOTLP(b *testing.B) {
-	r := otlptest.Start(b)
+	r := otlptest.StartCounter(b)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+r.Endpoint())
 	b.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
 	for _, via := range []string{"direct", "tracer"} {
 		b.Run(via, func(b *testing.B) {
+			before := r.Spans()
 			runPipeline(b, &Options{Format: FormatOTLP, MaxQueue: b.N + 1, viaTracer: via == "tracer"})
+			if got := r.Spans() - before; got != int64(b.N) {
+				b.Fatalf("the receiver got %d spans, want %d", got, b.N)
+			}
 		})
 	}
 }
