@@ -28,9 +28,12 @@ type rawBytes []byte
 
 type rawCodec struct{}
 
-func (rawCodec) Marshal(v any) ([]byte, error)      { return *v.(*rawBytes), nil }
-func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*rawBytes) = append((*v.(*rawBytes))[:0], data...); return nil }
-func (rawCodec) Name() string                       { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*rawBytes), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*rawBytes) = append((*v.(*rawBytes))[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
 
 func TestCounterCountsSpans(t *testing.T) {
 	c := StartCounter(t)
