@@ -331,6 +331,39 @@ static __always_inline int server_end(struct pt_regs *ctx, struct go_offsets *o,
 	return 0;
 }
 
+// remembered_fd is the fd of the server connection at conn, whose net.Conn
+// is at conn_off in it: remembered in memo from the connection's first
+// request's end on, as following the net.Conn to the descriptor takes three
+// dependent reads (~0.5 us per request here more than the lookup).
+static __always_inline int remembered_fd(void *memo, struct go_offsets *o, __u64 conn, __u32 conn_off, bool tls)
+{
+	struct go_ptr_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .ptr = conn};
+	__s32 *known = bpf_map_lookup_elem(memo, &key);
+	if (known)
+		return *known;
+	int fd = fd_of_conn(o, conn + conn_off, tls);
+	if (fd >= 0)
+		bpf_map_update_elem(memo, &key, &fd, BPF_ANY);
+	return fd;
+}
+
+// forget_fd drops what memo remembers of the connection at conn.
+static __always_inline void forget_fd(void *memo, __u64 conn)
+{
+	struct go_ptr_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .ptr = conn};
+	bpf_map_delete_elem(memo, &key);
+}
+
+// net/http.(*conn).serve(c, ctx): a connection starts being served, on its
+// own goroutine, before any of its requests. Its conn may sit where a
+// closed connection's was: that one's fd is forgotten.
+SEC("uprobe")
+int go_http_conn_serve(struct pt_regs *ctx)
+{
+	forget_fd(&go_conn_fds, GO_ARG1(ctx));
+	return 0;
+}
+
 // net/http.(*response).finishRequest(w): the end of an HTTP/1 request, on
 // the goroutine that served it, before the response is flushed.
 SEC("uprobe")
@@ -350,7 +383,7 @@ int go_server_end_h1(struct pt_regs *ctx)
 	int fd = -1;
 	__u64 conn = head_u64(b, GO_COPY_RESP, o->response_conn);
 	if (conn && have_req)
-		fd = fd_of_conn(o, conn + o->conn_rwc, head_u64(b, GO_COPY_REQ, o->request_tls) != 0);
+		fd = remembered_fd(&go_conn_fds, o, conn, o->conn_rwc, head_u64(b, GO_COPY_REQ, o->request_tls) != 0);
 	return server_end(ctx, o, have_req, status, fd);
 }
 
@@ -664,6 +697,15 @@ static __always_inline void copy_ids(struct go_span *s, __u64 trace_id[2], __u64
 	s->parent_span_id = parent;
 }
 
+// transport.(*http2Server).HandleStreams(t, ...): a connection's transport
+// starts reading its streams, before any of them ends.
+SEC("uprobe")
+int go_grpc_server_conn(struct pt_regs *ctx)
+{
+	forget_fd(&grpc_conn_fds, GO_ARG1(ctx));
+	return 0;
+}
+
 // transport.(*http2Server).WriteStatus(t, s, st) / writeStatus(t, s, st).
 SEC("uprobe")
 int go_grpc_server_end(struct pt_regs *ctx)
@@ -681,7 +723,7 @@ int go_grpc_server_end(struct pt_regs *ctx)
 	// *net.TCPConn: the fd read then is not one, and userspace, which
 	// sees that connection's bytes as ciphertext, does not wait for a
 	// socket twin.
-	int fd = fd_of_conn(o, GO_ARG1(ctx) + o->grpc_server_conn, false);
+	int fd = remembered_fd(&grpc_conn_fds, o, GO_ARG1(ctx), o->grpc_server_conn, false);
 	struct go_span *s = span_event(&b, EVENT_GO_SERVER, fd);
 	if (s) {
 		s->start_ts = st->start_ts;

@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -708,4 +710,113 @@ func dumpSpans(t *testing.T, r sondeResult) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestGoConnectionReuse: the Go probes remember each HTTP/1 server
+// connection's fd by the address of its net/http conn, which a closed
+// connection leaves free for a later one. Hundreds of short connections,
+// opened a few at once while idle ones come and go so that their fds
+// differ, each carry one request with a traceparent of its own. A Go span
+// gets its traceparent only from its socket twin, which it meets by fd: a
+// remembered fd of an earlier connection would leave it in a trace of its
+// own, and its twin as a second span.
+func TestGoConnectionReuse(t *testing.T) {
+	requireTracing(t)
+	testutil.RequireUprobes(t)
+	// A collection after every little allocation: a closed connection's
+	// conn is freed and soon taken again by a new one.
+	srv := startGoServer(t, "GOGC=1")
+	s := startSonde(t, nil, "--pid", strconv.Itoa(srv.pid()))
+	waitGoProbes(t, s, []string{bins.goserver})
+
+	const workers, perWorker = 4, 75
+	parents := make(map[string]string) // the request's path, by trace ID
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var idle []net.Conn // shift the fds the next connections get
+			defer func() {
+				for _, c := range idle {
+					c.Close()
+				}
+			}()
+			for i := range perWorker {
+				traceID := fmt.Sprintf("%08x%024x", 0x5eed0000+w, i+1)
+				parentID := fmt.Sprintf("%016x", uint64(w)<<32|uint64(i+1))
+				path := fmt.Sprintf("/hello?w=%d&i=%d", w, i)
+				if err := oneRequest(srv.addr, path, "00-"+traceID+"-"+parentID+"-01"); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				parents[traceID] = parentID
+				mu.Unlock()
+				switch {
+				case i%5 == 0:
+					c, err := net.Dial("tcp", srv.addr)
+					if err != nil {
+						errs <- err
+						return
+					}
+					idle = append(idle, c)
+				case i%7 == 0 && len(idle) > 0:
+					idle[0].Close()
+					idle = idle[1:]
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	want := workers * perWorker
+	r := s.stop(t)
+	servers := filter(r.spans, func(sp span) bool { return sp.Kind == "server" })
+	if len(servers) != want {
+		t.Errorf("%d server spans, want %d", len(servers), want)
+	}
+	for _, sp := range servers {
+		if sp.attr("sonde.source") != "go" {
+			t.Errorf("a server span not from the Go probes (its twin was not met): %s", sp)
+			continue
+		}
+		parent, ok := parents[sp.TraceID]
+		if !ok || sp.ParentSpanID != parent {
+			t.Errorf("span in trace %s with parent %q, want the request's traceparent (parent %q): %s",
+				sp.TraceID, sp.ParentSpanID, parent, sp)
+		}
+	}
+}
+
+// oneRequest sends one GET on a connection of its own, which the server
+// closes after the response.
+func oneRequest(addr, path, traceparent string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\ntraceparent: " + traceparent + "\r\nConnection: close\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: status %d", path, resp.StatusCode)
+	}
+	return nil
 }

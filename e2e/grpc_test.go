@@ -469,3 +469,48 @@ service Echo {
 	}
 	return p
 }
+
+// TestGRPCConnectionReuse: the Go probes remember each grpc-go server
+// connection's fd by the address of its transport, which a closed
+// connection leaves free for a later one. Clients that connect a few at a
+// time, round after round, against a server that collects its garbage
+// after every little allocation: each call must still meet its socket view
+// on its own connection, one span per call from the probes, none doubled.
+func TestGRPCConnectionReuse(t *testing.T) {
+	requireTracing(t)
+	testutil.RequireUprobes(t)
+	srv, addr := startListenerEnv(t, []string{"GOGC=1"}, bins.grpcpair, "server")
+	s := startSonde(t, nil, "--pid", strconv.Itoa(srv.pid()))
+	waitGoProbesOn(t, s, bins.grpcpair)
+	const rounds, clients = 8, 3
+	for range rounds {
+		var wg sync.WaitGroup
+		errs := make(chan error, clients)
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if out, err := exec.Command(bins.grpcpair, "client", addr, "1").CombinedOutput(); err != nil {
+					errs <- fmt.Errorf("grpcpair client: %v\n%s", err, out)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	}
+	calls := rounds * clients * (len(grpcMethods) + 1)
+	waitFor(t, 30*time.Second, "a span per call", func() bool { return len(s.jsonSpans()) >= calls })
+	r := s.stop(t)
+	spans := filter(r.spans, byPID(srv.pid()))
+	if len(spans) != calls {
+		t.Errorf("%d server spans, want %d", len(spans), calls)
+	}
+	for _, sp := range spans {
+		if sp.Kind != "server" || sp.attr("sonde.source") != "go" {
+			t.Errorf("not a server span from the Go probes (its twin was not met): %s", sp)
+		}
+	}
+}

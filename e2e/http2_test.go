@@ -108,7 +108,13 @@ func TestHTTP2H2load(t *testing.T) {
 // returns it with the address.
 func startListener(t *testing.T, bin string, args ...string) (*proc, string) {
 	t.Helper()
-	p := startProc(t, nil, bin, args...)
+	return startListenerEnv(t, nil, bin, args...)
+}
+
+// startListenerEnv is startListener with env added to the program's.
+func startListenerEnv(t *testing.T, env []string, bin string, args ...string) (*proc, string) {
+	t.Helper()
+	p := startProc(t, env, bin, args...)
 	var addr string
 	waitFor(t, 15*time.Second, bin+" to listen", func() bool {
 		if !p.alive() {

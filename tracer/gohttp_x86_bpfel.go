@@ -216,9 +216,11 @@ const (
 	gohttpMapGoBinaries           = "go_binaries"
 	gohttpMapGoCallers            = "go_callers"
 	gohttpMapGoClients            = "go_clients"
+	gohttpMapGoConnFds            = "go_conn_fds"
 	gohttpMapGoInherited          = "go_inherited"
 	gohttpMapGoServers            = "go_servers"
 	gohttpMapGrpcCalls            = "grpc_calls"
+	gohttpMapGrpcConnFds          = "grpc_conn_fds"
 	gohttpMapGrpcPending          = "grpc_pending"
 	gohttpMapInjectCtxs           = "inject_ctxs"
 	gohttpMapInjectServed         = "inject_served"
@@ -237,8 +239,10 @@ const (
 	gohttpProgGoGrpcClientAttempt = "go_grpc_client_attempt"
 	gohttpProgGoGrpcClientEnd     = "go_grpc_client_end"
 	gohttpProgGoGrpcClientStart   = "go_grpc_client_start"
+	gohttpProgGoGrpcServerConn    = "go_grpc_server_conn"
 	gohttpProgGoGrpcServerEnd     = "go_grpc_server_end"
 	gohttpProgGoGrpcServerStart   = "go_grpc_server_start"
+	gohttpProgGoHttpConnServe     = "go_http_conn_serve"
 	gohttpProgGoHttpServerStart   = "go_http_server_start"
 	gohttpProgGoServerEndH1       = "go_server_end_h1"
 	gohttpProgGoServerEndH2       = "go_server_end_h2"
@@ -302,8 +306,10 @@ type gohttpProgramSpecs struct {
 	GoGrpcClientAttempt *ebpf.ProgramSpec `ebpf:"go_grpc_client_attempt"`
 	GoGrpcClientEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_client_end"`
 	GoGrpcClientStart   *ebpf.ProgramSpec `ebpf:"go_grpc_client_start"`
+	GoGrpcServerConn    *ebpf.ProgramSpec `ebpf:"go_grpc_server_conn"`
 	GoGrpcServerEnd     *ebpf.ProgramSpec `ebpf:"go_grpc_server_end"`
 	GoGrpcServerStart   *ebpf.ProgramSpec `ebpf:"go_grpc_server_start"`
+	GoHttpConnServe     *ebpf.ProgramSpec `ebpf:"go_http_conn_serve"`
 	GoHttpServerStart   *ebpf.ProgramSpec `ebpf:"go_http_server_start"`
 	GoServerEndH1       *ebpf.ProgramSpec `ebpf:"go_server_end_h1"`
 	GoServerEndH2       *ebpf.ProgramSpec `ebpf:"go_server_end_h2"`
@@ -318,9 +324,11 @@ type gohttpMapSpecs struct {
 	GoBinaries   *ebpf.MapSpec `ebpf:"go_binaries"`
 	GoCallers    *ebpf.MapSpec `ebpf:"go_callers"`
 	GoClients    *ebpf.MapSpec `ebpf:"go_clients"`
+	GoConnFds    *ebpf.MapSpec `ebpf:"go_conn_fds"`
 	GoInherited  *ebpf.MapSpec `ebpf:"go_inherited"`
 	GoServers    *ebpf.MapSpec `ebpf:"go_servers"`
 	GrpcCalls    *ebpf.MapSpec `ebpf:"grpc_calls"`
+	GrpcConnFds  *ebpf.MapSpec `ebpf:"grpc_conn_fds"`
 	GrpcPending  *ebpf.MapSpec `ebpf:"grpc_pending"`
 	InjectCtxs   *ebpf.MapSpec `ebpf:"inject_ctxs"`
 	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
@@ -370,9 +378,11 @@ type gohttpMaps struct {
 	GoBinaries   *ebpf.Map `ebpf:"go_binaries"`
 	GoCallers    *ebpf.Map `ebpf:"go_callers"`
 	GoClients    *ebpf.Map `ebpf:"go_clients"`
+	GoConnFds    *ebpf.Map `ebpf:"go_conn_fds"`
 	GoInherited  *ebpf.Map `ebpf:"go_inherited"`
 	GoServers    *ebpf.Map `ebpf:"go_servers"`
 	GrpcCalls    *ebpf.Map `ebpf:"grpc_calls"`
+	GrpcConnFds  *ebpf.Map `ebpf:"grpc_conn_fds"`
 	GrpcPending  *ebpf.Map `ebpf:"grpc_pending"`
 	InjectCtxs   *ebpf.Map `ebpf:"inject_ctxs"`
 	InjectServed *ebpf.Map `ebpf:"inject_served"`
@@ -391,9 +401,11 @@ func (m *gohttpMaps) Close() error {
 		m.GoBinaries,
 		m.GoCallers,
 		m.GoClients,
+		m.GoConnFds,
 		m.GoInherited,
 		m.GoServers,
 		m.GrpcCalls,
+		m.GrpcConnFds,
 		m.GrpcPending,
 		m.InjectCtxs,
 		m.InjectServed,
@@ -432,8 +444,10 @@ type gohttpPrograms struct {
 	GoGrpcClientAttempt *ebpf.Program `ebpf:"go_grpc_client_attempt"`
 	GoGrpcClientEnd     *ebpf.Program `ebpf:"go_grpc_client_end"`
 	GoGrpcClientStart   *ebpf.Program `ebpf:"go_grpc_client_start"`
+	GoGrpcServerConn    *ebpf.Program `ebpf:"go_grpc_server_conn"`
 	GoGrpcServerEnd     *ebpf.Program `ebpf:"go_grpc_server_end"`
 	GoGrpcServerStart   *ebpf.Program `ebpf:"go_grpc_server_start"`
+	GoHttpConnServe     *ebpf.Program `ebpf:"go_http_conn_serve"`
 	GoHttpServerStart   *ebpf.Program `ebpf:"go_http_server_start"`
 	GoServerEndH1       *ebpf.Program `ebpf:"go_server_end_h1"`
 	GoServerEndH2       *ebpf.Program `ebpf:"go_server_end_h2"`
@@ -450,8 +464,10 @@ func (p *gohttpPrograms) Close() error {
 		p.GoGrpcClientAttempt,
 		p.GoGrpcClientEnd,
 		p.GoGrpcClientStart,
+		p.GoGrpcServerConn,
 		p.GoGrpcServerEnd,
 		p.GoGrpcServerStart,
+		p.GoHttpConnServe,
 		p.GoHttpServerStart,
 		p.GoServerEndH1,
 		p.GoServerEndH2,

@@ -94,6 +94,10 @@ const (
 
 var goProbeSet = []goProbe{
 	{prog: "go_http_server_start", fn: "net/http.serverHandler.ServeHTTP", required: true, group: "server"},
+	// The HTTP/1 end remembers each connection's fd by its conn's address;
+	// this forgets it when a new connection is served at that address.
+	// Placed before the end, so that no end remembers an fd unforgotten.
+	{prog: "go_http_conn_serve", fn: "net/http.(*conn).serve", required: true, group: "server"},
 	{prog: "go_server_end_h1", fn: "net/http.(*response).finishRequest", required: true, group: "server"},
 	{prog: "go_server_end_h2", fn: "net/http.(*http2responseWriter).handlerDone", group: "h2"},
 	{prog: "go_client_start", fn: "net/http.(*Transport).roundTrip", group: "client"},
@@ -106,6 +110,8 @@ var goProbeSet = []goProbe{
 	{prog: "go_goroutine_created", fn: "runtime.newproc.func1", callTo: "runtime.runqput", group: "goroutines"},
 	// grpc-go: the server's start is the same program as net/http's.
 	{prog: "go_grpc_server_start", fn: grpcServer, group: "grpcserver"},
+	// As go_http_conn_serve, for the transports of grpc-go's server end.
+	{prog: "go_grpc_server_conn", fn: "google.golang.org/grpc/internal/transport.(*http2Server).HandleStreams", group: "grpcserver"},
 	{prog: "go_grpc_server_end", fn: "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus",
 		alt: "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus", group: "grpcserver"},
 	{prog: "go_grpc_client_start", fn: grpcClient, group: "grpcclient"},

@@ -84,6 +84,28 @@ struct {
 	__type(value, __u64); // goid
 } go_callers SEC(".maps");
 
+// The fd of an HTTP/1 server connection, by (tgid, *http.conn), from its
+// first request's end on: following the conn to its descriptor takes three
+// dependent reads per request. go_http_conn_serve drops an address's entry
+// when a new connection starts there (a freed conn is allocated again).
+// LRU: the entries of closed connections age out.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_ptr_key);
+	__type(value, __s32);
+} go_conn_fds SEC(".maps");
+
+// The same for grpc-go's server transports, by (tgid, *http2Server), which
+// go_grpc_server_conn drops when a connection's transport starts: a map of
+// its own, as a transport may sit where an http.conn was.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct go_ptr_key);
+	__type(value, __s32);
+} grpc_conn_fds SEC(".maps");
+
 // A grpc-go client call, from newClientStream to clientStream.finish.
 struct grpc_call {
 	__u64 start_ts;
