@@ -81,6 +81,9 @@ type Binary struct {
 	dwarfOnce sync.Once
 	structs   map[string]map[string]uint64
 	dwarfErr  error
+	typeUnit  string    // the compile unit indexed first (typeUnit)
+	restOnce  sync.Once // the other units, indexed on a miss
+	restErr   error
 }
 
 // Open opens the Go executable at path. The caller must Close it.

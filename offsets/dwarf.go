@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -13,11 +14,26 @@ import (
 // ErrNotFound when the struct or field does not exist; a struct the linker
 // dropped because nothing used it is indistinguishable from a missing one.
 func (b *Binary) FieldOffset(structName, field string) (uint64, error) {
-	b.dwarfOnce.Do(func() { b.dwarfErr = b.loadStructs() })
+	b.dwarfOnce.Do(func() {
+		if b.typeUnit == "" {
+			b.typeUnit = typeUnit
+		}
+		b.structs = make(map[string]map[string]uint64)
+		b.dwarfErr = b.loadStructs(func(unit string) bool { return unit == b.typeUnit })
+	})
 	if b.dwarfErr != nil {
 		return 0, fmt.Errorf("field %s.%s: %w", structName, field, b.dwarfErr)
 	}
 	fields, ok := b.structs[structName]
+	if !ok {
+		// Not where Go's linker puts types: a linker that does otherwise
+		// costs one pass over every other unit, the first time.
+		b.restOnce.Do(func() { b.restErr = b.loadStructs(func(unit string) bool { return unit != b.typeUnit }) })
+		if b.restErr != nil {
+			return 0, fmt.Errorf("field %s.%s: %w", structName, field, b.restErr)
+		}
+		fields, ok = b.structs[structName]
+	}
 	if !ok {
 		return 0, fmt.Errorf("struct %s: %w", structName, ErrNotFound)
 	}
@@ -28,10 +44,15 @@ func (b *Binary) FieldOffset(structName, field string) (uint64, error) {
 	return off, nil
 }
 
-// loadStructs indexes every struct's member offsets in one pass over
-// .debug_info: cheaper than one pass per lookup, since sonde asks for a
-// dozen fields.
-func (b *Binary) loadStructs() error {
+// typeUnit is the compile unit Go's linker emits every type into; the
+// others hold functions and variables, three quarters of the entries.
+const typeUnit = "runtime"
+
+// loadStructs indexes the member offsets of every struct in the compile
+// units scan accepts (by name), in one pass over .debug_info: cheaper than
+// one pass per lookup, since sonde asks for a dozen fields. The other units
+// are skipped without being decoded. A struct already indexed is kept.
+func (b *Binary) loadStructs(scan func(unit string) bool) error {
 	var total uint64
 	found := false
 	debug := make(map[int]bool)
@@ -68,9 +89,9 @@ func (b *Binary) loadStructs() error {
 	if total > maxDWARF {
 		return &FormatError{Op: "read DWARF", Err: fmt.Errorf("debug sections total %d bytes, over the %d byte limit", total, maxDWARF)}
 	}
-	structs := make(map[string]map[string]uint64)
+	structs := b.structs
 	err := protect("read DWARF", func() error {
-		d, err := b.elf.DWARF()
+		d, err := b.typeDWARF()
 		if err != nil {
 			return err
 		}
@@ -84,6 +105,13 @@ func (b *Binary) loadStructs() error {
 			}
 			if e == nil {
 				return nil
+			}
+			if e.Tag == dwarf.TagCompileUnit {
+				cur, depth = nil, 0
+				if name, _ := e.Val(dwarf.AttrName).(string); !scan(name) {
+					r.SkipChildren() // to the next unit, undecoded
+				}
+				continue
 			}
 			if e.Tag == 0 { // end of a children list
 				if depth > 0 {
@@ -114,9 +142,54 @@ func (b *Binary) loadStructs() error {
 			}
 		}
 	})
-	if err != nil {
-		return err
+	return err
+}
+
+// typeSections are the debug sections that decoding .debug_info's entries
+// can refer to. The line, location and range tables, most of a Go binary's
+// DWARF, are left unread: decompressing them with the rest doubled the heap
+// sonde needed to attach to a gRPC server (12 MB, not 25).
+var typeSections = []string{"abbrev", "info", "str", "addr", "line_str", "str_offsets"}
+
+// typeDWARF reads .debug_info with what its entries refer to, and nothing
+// else. Binaries whose debug sections debug/elf must first transform
+// (.zdebug compression, relocations) get its full reader.
+func (b *Binary) typeDWARF() (*dwarf.Data, error) {
+	data := make(map[string][]byte)
+	loaded := make(map[int]bool)
+	for i, s := range b.elf.Sections {
+		if strings.HasPrefix(s.Name, ".zdebug_") {
+			return b.elf.DWARF()
+		}
+		name, ok := strings.CutPrefix(s.Name, ".debug_")
+		if !ok || !slices.Contains(typeSections, name) {
+			continue
+		}
+		d, err := s.Data()
+		if err != nil {
+			return nil, fmt.Errorf("section %s: %w", s.Name, err)
+		}
+		data[name] = d
+		loaded[i] = true
 	}
-	b.structs = structs
-	return nil
+	if b.elf.Type != elf.ET_EXEC {
+		for _, s := range b.elf.Sections {
+			if (s.Type == elf.SHT_REL || s.Type == elf.SHT_RELA) && loaded[int(s.Info)] {
+				return b.elf.DWARF()
+			}
+		}
+	}
+	d, err := dwarf.New(data["abbrev"], nil, nil, data["info"], nil, nil, nil, data["str"])
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range []string{"addr", "line_str", "str_offsets"} {
+		if data[name] == nil {
+			continue
+		}
+		if err := d.AddSection(".debug_"+name, data[name]); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }

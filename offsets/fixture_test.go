@@ -272,6 +272,14 @@ func checkFixture(t *testing.T, tc, mode string) {
 		if _, err := b.FieldOffset("net/http.Request", "NoSuchField"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("FieldOffset(missing field) error = %v, want ErrNotFound", err)
 		}
+		// Every struct above was in the unit Go's linker puts types in:
+		// the other units were never decoded.
+		fast := false
+		b.restOnce.Do(func() { fast = true })
+		if !fast {
+			t.Errorf("FieldOffset read past the %q unit for structs that are in it", typeUnit)
+		}
+		checkTypesElsewhere(t, f.path)
 		row.dwarf = fmt.Sprintf("goid@%d", goid)
 	}
 	matrixMu.Lock()
@@ -380,5 +388,33 @@ func main() {
 	}
 	if _, ok := b.Module("github.com/no/such"); ok {
 		t.Error("Module reports a dependency that is not linked")
+	}
+}
+
+// checkTypesElsewhere: a binary whose types are not in the unit searched
+// first (here: told to search "main", which has none) still resolves them,
+// from the pass over the other units.
+func checkTypesElsewhere(t *testing.T, path string) {
+	t.Helper()
+	b, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.structs = make(map[string]map[string]uint64)
+	if err := b.loadStructs(func(unit string) bool { return unit == "main" }); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := b.structs["net/http.Request"]; ok {
+		t.Fatal("the main unit holds net/http.Request: pick a unit without types")
+	}
+	b2, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b2.Close()
+	b2.typeUnit = "main"
+	if got, err := b2.FieldOffset("net/url.URL", "Path"); err != nil || got != 56 {
+		t.Errorf("FieldOffset(net/url.URL, Path), types searched in main first = %d, %v; want 56", got, err)
 	}
 }
