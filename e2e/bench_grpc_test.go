@@ -34,18 +34,24 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	const rounds = 3
 	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
 	var base, traced, sockets runStats
+	var serverAdded, socketsAdded added
 	var sondeCPU, bpfGo, bpfSockets time.Duration
 	var bpfCalls int64
 	var sondeRSS int64
 	for range b.N {
 		for range rounds {
-			base.add(grpcRound(b, duration, nil))
+			baseRound := grpcRound(b, duration, nil)
+			base.add(baseRound)
 			var t tracedStats
-			traced.add(grpcRound(b, duration, &t))
+			tracedRound := grpcRound(b, duration, &t)
+			traced.add(tracedRound)
+			serverAdded.add(baseRound, tracedRound)
 			sondeCPU += t.cpu
 			sondeRSS = max(sondeRSS, t.rss)
 			t = tracedStats{noGo: true}
-			sockets.add(grpcRound(b, duration, &t))
+			socketsRound := grpcRound(b, duration, &t)
+			sockets.add(socketsRound)
+			socketsAdded.add(baseRound, socketsRound)
 			t = tracedStats{bpfStats: true}
 			statsRound := grpcRound(b, duration, &t)
 			bpfGo += t.bpf
@@ -57,8 +63,8 @@ func BenchmarkGRPCUnary(b *testing.B) {
 	b.ReportMetric(sockets.rate()/base.rate(), "throughput_ratio_sockets_only")
 	b.ReportMetric(base.rate(), "untraced_calls/s")
 	b.ReportMetric(traced.rate(), "traced_calls/s")
-	b.ReportMetric(traced.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call")
-	b.ReportMetric(sockets.cpuPerReq()-base.cpuPerReq(), "server_µs_added/call_sockets_only")
+	serverAdded.report(b, "server_µs_added/call")
+	socketsAdded.report(b, "server_µs_added/call_sockets_only")
 	b.ReportMetric(base.cpuPerReq(), "server_µs/call_untraced")
 	b.ReportMetric(perReq(sondeCPU, traced.requests), "sonde_µs/call")
 	b.ReportMetric(perReq(bpfGo, bpfCalls), "bpf_go_probes_µs/call")

@@ -33,7 +33,9 @@ import (
 //     and wrk, so the ratio includes sonde's own CPU.
 //   - open loop, a fixed rate for both sides: the server CPU that tracing
 //     adds per request. A Go server's CPU per request depends on how busy
-//     it is, so this is only comparable at the same request rate.
+//     it is, so this is only comparable at the same request rate; and it
+//     wanders from round to round by more than tracing adds, so the figure
+//     is the median of the rounds' differences, with their spread (added).
 //   - the kernel's own accounting of sonde's BPF programs (bpf_stats) over
 //     an open-loop round of its own: the socket path's cost per request,
 //     the hits of the unselected load generator included, and the Go
@@ -50,6 +52,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 		rate = r
 	}
 	var closedBase, closedTraced, openBase, openTraced runStats
+	var serverAdded added
 	var sondeClosed, sondeOpen, bpfOpen, bpfGoOpen time.Duration
 	var bpfRequests int64
 	var sondeRSS int64
@@ -61,9 +64,12 @@ func BenchmarkHTTPHello(b *testing.B) {
 			sondeClosed += t.cpu
 			sondeRSS = max(sondeRSS, t.rss)
 
-			openBase.add(benchRound(b, duration, false, rateLoad(rate), nil))
+			base := benchRound(b, duration, false, rateLoad(rate), nil)
+			openBase.add(base)
 			t = tracedStats{}
-			openTraced.add(benchRound(b, duration, true, rateLoad(rate), &t))
+			traced := benchRound(b, duration, true, rateLoad(rate), &t)
+			openTraced.add(traced)
+			serverAdded.add(base, traced)
 			sondeOpen += t.cpu
 			sondeRSS = max(sondeRSS, t.rss)
 
@@ -81,7 +87,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 	b.ReportMetric(closedBase.rate(), "untraced_req/s")
 	b.ReportMetric(closedTraced.rate(), "traced_req/s")
 	b.ReportMetric(perReq(sondeClosed, closedTraced.requests), "sonde_µs/req_at_max")
-	b.ReportMetric(openTraced.cpuPerReq()-openBase.cpuPerReq(), "server_µs_added/req")
+	serverAdded.report(b, "server_µs_added/req")
 	b.ReportMetric(openBase.cpuPerReq(), "server_µs/req_untraced")
 	b.ReportMetric(perReq(bpfOpen, bpfRequests), "bpf_µs/req")
 	b.ReportMetric(perReq(bpfGoOpen, bpfRequests), "bpf_go_probes_µs/req")
@@ -113,6 +119,38 @@ func (r *runStats) add(o runStats) {
 
 func (r runStats) rate() float64      { return float64(r.requests) / r.elapsed.Seconds() }
 func (r runStats) cpuPerReq() float64 { return perReq(r.cpu, r.requests) }
+
+// added collects, round by round, the server CPU per request that tracing
+// added: traced minus the untraced round next to it. A Go server's CPU per
+// request at a fixed rate wanders by more than tracing adds from one round
+// to the next, so the figure is the median of the rounds' differences,
+// with their spread beside it, not the difference of the sums.
+type added []float64
+
+func (a *added) add(base, traced runStats) { *a = append(*a, traced.cpuPerReq()-base.cpuPerReq()) }
+
+func (a added) median() float64 {
+	s := slices.Sorted(slices.Values(a))
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (a added) spread() float64 {
+	if len(a) == 0 {
+		return 0
+	}
+	return slices.Max(a) - slices.Min(a)
+}
+
+func (a added) report(b *testing.B, unit string) {
+	b.ReportMetric(a.median(), unit)
+	b.ReportMetric(a.spread(), unit+"_spread")
+}
 
 type tracedStats struct {
 	bpfStats bool          // measure BPF run time (kernel.bpf_stats_enabled)
