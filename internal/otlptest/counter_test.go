@@ -8,20 +8,9 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
-
-func counterConn(t *testing.T, c *Counter) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(c.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
-}
 
 // rawBytes is sent as it is: a client-side codec for malformed requests.
 type rawBytes []byte
@@ -37,7 +26,7 @@ func (rawCodec) Name() string { return "proto" }
 
 func TestCounterCountsSpans(t *testing.T) {
 	c := StartCounter(t)
-	client := coltracepb.NewTraceServiceClient(counterConn(t, c))
+	client := coltracepb.NewTraceServiceClient(dial(t, c.Endpoint()))
 	// Two resources, the second with two scopes of two and three spans.
 	req := request("a")
 	second := proto.Clone(req.ResourceSpans[0]).(*tracepb.ResourceSpans)
@@ -65,7 +54,7 @@ func TestCounterCountsSpans(t *testing.T) {
 
 func TestCounterRejects(t *testing.T) {
 	c := StartCounter(t)
-	conn := counterConn(t, c)
+	conn := dial(t, c.Endpoint())
 	// A truncated request: a length prefix longer than what follows.
 	bad := rawBytes{0x0a, 0x7f, 0x12}
 	var resp rawBytes

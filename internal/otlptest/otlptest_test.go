@@ -95,12 +95,18 @@ func wantSpan(name string) Span {
 
 func grpcClient(t *testing.T, r *Receiver) coltracepb.TraceServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(r.Endpoint(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return coltracepb.NewTraceServiceClient(dial(t, r.Endpoint()))
+}
+
+// dial connects to a receiver's OTLP/gRPC endpoint until t ends.
+func dial(t *testing.T, endpoint string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return coltracepb.NewTraceServiceClient(conn)
+	return conn
 }
 
 func postHTTP(t *testing.T, r *Receiver, req *coltracepb.ExportTraceServiceRequest, gz bool) *http.Response {
