@@ -147,8 +147,8 @@ func (b *Binary) loadStructs(scan func(unit string) bool) error {
 
 // typeSections are the debug sections that decoding .debug_info's entries
 // can refer to. The line, location and range tables, most of a Go binary's
-// DWARF, are left unread: decompressing them with the rest doubled the heap
-// sonde needed to attach to a gRPC server (12 MB, not 25).
+// DWARF, are left unread: decompressing them, and decoding every unit, took
+// sonde's peak RSS attaching to a gRPC server from 60 MB to 71.
 var typeSections = []string{"abbrev", "info", "str", "addr", "line_str", "str_offsets"}
 
 // typeDWARF reads .debug_info with what its entries refer to, and nothing
