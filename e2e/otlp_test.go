@@ -144,3 +144,31 @@ func TestDeadCollector(t *testing.T) {
 		t.Errorf("no warning logged while the collector was down")
 	}
 }
+
+// A path that percent-decodes to bytes that are not UTF-8, and a service
+// name that is not either, must not cost the batch they are in: OTLP
+// strings must be UTF-8, so the bytes are replaced, and counted.
+func TestOTLPInvalidUTF8(t *testing.T) {
+	curl := testutil.RequireTool(t, "curl")
+	rcv := otlptest.Start(t)
+	srv := startGoServer(t, "OTEL_SERVICE_NAME=caf\xe9")
+	s := startSonde(t, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
+		"--pid", fmt.Sprint(srv.pid()), "--output", "otlp")
+	run(t, curl, "-sS", "-o", "/dev/null", "http://"+srv.addr+"/caf%E9")
+	run(t, curl, "-sS", "-o", "/dev/null", "http://"+srv.addr+"/hello")
+	spans := rcv.WaitSpans(t, 2, 30*time.Second)
+	r := s.stop(t)
+	paths := map[any]bool{}
+	for _, sp := range spans {
+		paths[sp.Attributes["url.path"]] = true
+		if sp.Resource["service.name"] != "caf\uFFFD" {
+			t.Errorf("service.name %q, want the invalid byte replaced", sp.Resource["service.name"])
+		}
+	}
+	if len(spans) != 2 || !paths["/caf\uFFFD"] || !paths["/hello"] {
+		t.Errorf("spans with paths %v, want /caf\uFFFD and /hello", paths)
+	}
+	if r.stat("spans_exported") != 2 || r.stat("spans_utf8_repaired") != 2 {
+		t.Errorf("final stats: %v", r.stats)
+	}
+}

@@ -479,6 +479,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"spans_exported", e.Exported,
 		"spans_dropped", e.Dropped,
 		"export_failures", e.Failed,
+		"spans_utf8_repaired", e.Repaired,
 		"conns_evicted", s.ConnsEvicted,
 		"conns_at_exit", s.Conns,
 		"processes_attached", s.Attached,

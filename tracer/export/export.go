@@ -120,6 +120,9 @@ type Stats struct {
 	NotSampled uint64 // discarded by the sampler, e.g. below a remote parent with sampled=0
 	Invalid    uint64 // invalid trace or span ID, zero timestamp, or a parent in another trace
 	Pending    uint64 // accepted but not yet settled
+	// Repaired counts spans, among the others, whose strings held invalid
+	// UTF-8, replaced with U+FFFD because OTLP cannot carry it.
+	Repaired uint64
 	// Errors counts the errors reported through the OpenTelemetry error
 	// handler, failed exports included; LastError is the latest of them
 	// or of the failed exports.
@@ -291,6 +294,7 @@ type counters struct {
 	failed     uint64
 	notSampled uint64
 	invalid    uint64
+	repaired   uint64
 	abandoned  uint64
 	lastErr    error
 }
@@ -358,6 +362,7 @@ func (c *counters) stats() Stats {
 		Dropped:    c.queueFull.Load() + late + c.abandoned,
 		NotSampled: c.notSampled,
 		Invalid:    c.invalid,
+		Repaired:   c.repaired,
 		Pending:    c.pendingLocked(received),
 		Errors:     c.errors.Load(),
 		LastError:  c.lastErr,

@@ -53,12 +53,16 @@ func newWorker(c *counters, processor sdktrace.SpanProcessor, maxResources int, 
 	w := &worker{c: c, abort: abort, processor: processor, direct: directEnv()}
 	w.base = context.WithValue(context.Background(), idsKey{}, &w.ids)
 	w.resources = newResourceCache(maxResources, func(r *resource.Resource) *resourceEntry {
+		// A process's environment, which names the service, can hold
+		// any bytes.
+		valid, repaired := validResource(r)
 		// As the SDK's WithResource does it for a provider.
-		merged, err := resource.Merge(resource.Environment(), r)
+		merged, err := resource.Merge(resource.Environment(), valid)
 		if err != nil {
 			otel.Handle(err)
 		}
-		return &resourceEntry{resource: merged, source: r}
+		merged, mergedRepaired := validResource(merged)
+		return &resourceEntry{resource: merged, source: valid, repaired: repaired || mergedRepaired}
 	})
 	return w
 }
@@ -79,7 +83,11 @@ func (w *worker) emit(s *Span) {
 		w.c.add(&w.c.invalid)
 		return
 	}
+	s, repaired := validSpan(s)
 	r := w.resources.get(s.Resource)
+	if repaired || r.repaired {
+		w.c.add(&w.c.repaired)
+	}
 	if w.direct && plainAttributes(s.Attributes) {
 		w.emitDirect(s, r)
 		return
@@ -268,6 +276,8 @@ type resourceEntry struct {
 	// tr is the tracer of a provider for the resource, made on first use:
 	// only spans that emitDirect does not take need one.
 	tr trace.Tracer
+	// repaired is set when the resource held invalid UTF-8.
+	repaired bool
 }
 
 func (r *resourceEntry) tracer(processor sdktrace.SpanProcessor) trace.Tracer {
