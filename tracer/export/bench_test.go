@@ -64,11 +64,12 @@ func BenchmarkPipelineOTLP(b *testing.B) {
 	r := otlptest.StartCounter(b)
 	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+r.Endpoint())
 	b.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	// direct-proto encodes with gRPC's proto codec, not requestCodec.
-	for _, via := range []string{"direct-proto", "direct", "tracer"} {
+	// direct-sdk encodes as the SDK's exporter does, not with spanExporter
+	// and requestCodec.
+	for _, via := range []string{"direct-sdk", "direct", "tracer"} {
 		b.Run(via, func(b *testing.B) {
-			protoCodec = via == "direct-proto"
-			defer func() { protoCodec = false }()
+			sdkEncoding = via == "direct-sdk"
+			defer func() { sdkEncoding = false }()
 			before := r.Spans()
 			runPipeline(b, &Options{Format: FormatOTLP, MaxQueue: b.N + 1, viaTracer: via == "tracer"})
 			if got := r.Spans() - before; got != int64(b.N) {

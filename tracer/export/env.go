@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -43,24 +44,31 @@ func resolveFormat(f Format) (Format, error) {
 }
 
 // newOTLP builds the OTLP exporter that the environment asks for. The SDK
-// exporters read every other OTEL_EXPORTER_OTLP_* variable themselves.
+// exporters' clients read every other OTEL_EXPORTER_OTLP_* variable
+// themselves.
 func newOTLP(ctx context.Context) (sdktrace.SpanExporter, error) {
 	useHTTP, err := otlpProtocol(envTracesEndpoint, envTracesProtocol)
 	if err != nil {
 		return nil, err
 	}
-	var exp sdktrace.SpanExporter
+	var client otlptrace.Client
 	if useHTTP {
-		exp, err = otlptracehttp.New(ctx)
+		client = otlptracehttp.NewClient()
 	} else {
 		dial := []grpc.DialOption{grpc.WithConnectParams(reconnect)}
 		var opts []otlptracegrpc.Option
-		if !protoCodec {
+		if !sdkEncoding {
 			dial = append(dial, grpc.WithDefaultCallOptions(grpc.ForceCodecV2(traceCodec)))
 			// The codec bounds the request instead, at no cost.
 			opts = append(opts, otlptracegrpc.WithMaxRequestSize(0))
 		}
-		exp, err = otlptracegrpc.New(ctx, append(opts, otlptracegrpc.WithDialOption(dial...))...)
+		client = otlptracegrpc.NewClient(append(opts, otlptracegrpc.WithDialOption(dial...))...)
+	}
+	var exp sdktrace.SpanExporter
+	if sdkEncoding {
+		exp, err = otlptrace.New(ctx, client)
+	} else {
+		exp, err = newSpanExporter(ctx, client)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
@@ -96,9 +104,9 @@ func otlpProtocol(endpointVar, protocolVar string) (useHTTP bool, err error) {
 // hint, which the exporters can share.
 var traceCodec = newRequestCodec()
 
-// protoCodec leaves the requests to gRPC's proto codec, for the A/B
-// benchmark of the pipeline.
-var protoCodec = false
+// sdkEncoding makes the requests as the SDK's exporter does, with its
+// transform and gRPC's proto codec, for the A/B benchmark of the pipeline.
+var sdkEncoding = false
 
 // reconnect shortens gRPC's reconnect backoff, which grows to two minutes by
 // default: a collector that restarts would otherwise see no span for many
