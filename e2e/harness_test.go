@@ -24,6 +24,7 @@ var bins struct {
 	dir                                string
 	sonde, goserver, goclient, rategen string
 	sleepserver, h2cserver, grpcpair   string
+	spanfloor                          string
 }
 
 func TestMain(m *testing.M) {
@@ -40,6 +41,7 @@ func TestMain(m *testing.M) {
 	bins.sleepserver = filepath.Join(dir, "sleepserver")
 	bins.h2cserver = filepath.Join(dir, "h2cserver")
 	bins.grpcpair = filepath.Join(dir, "grpcpair")
+	bins.spanfloor = filepath.Join(dir, "spanfloor")
 	for out, pkg := range map[string]string{
 		bins.sonde:       "../cmd/sonde",
 		bins.goserver:    "./testdata/goserver",
@@ -48,6 +50,7 @@ func TestMain(m *testing.M) {
 		bins.sleepserver: "./testdata/sleepserver",
 		bins.h2cserver:   "./testdata/h2cserver",
 		bins.grpcpair:    "./testdata/grpcpair",
+		bins.spanfloor:   "./testdata/spanfloor",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {

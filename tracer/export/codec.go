@@ -40,7 +40,26 @@ type requestCodec struct {
 	// sizeHint is the last request's size: batches are alike, so one
 	// buffer of it usually holds the next without growing.
 	sizeHint atomic.Int64
+	buffers  requestBuffers
 }
+
+// requestBuffers keeps the buffer of the request last sent for the next:
+// gRPC gives it back once the bytes are written. A request is a few
+// hundred kilobytes, which gRPC's pool hands out from a sync.Pool that
+// every garbage collection empties, so most requests paid for a new buffer
+// and for clearing it.
+type requestBuffers struct{ spare atomic.Pointer[[]byte] }
+
+func (p *requestBuffers) Get(n int) *[]byte {
+	if b := p.spare.Swap(nil); b != nil && cap(*b) >= n {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n)
+	return &b
+}
+
+func (p *requestBuffers) Put(b *[]byte) { p.spare.Store(b) }
 
 // maxRequestSize is otlptracegrpc's default limit.
 const maxRequestSize = 64 << 20
@@ -61,7 +80,7 @@ func (c *requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 	if !ok {
 		return c.proto.Marshal(v)
 	}
-	pool := mem.DefaultBufferPool()
+	pool := &c.buffers
 	buf := pool.Get(int(c.sizeHint.Load()))
 	b, err := appendRequest((*buf)[:0], req)
 	if err == nil && c.maxSize > 0 && len(b) > c.maxSize {
@@ -72,7 +91,7 @@ func (c *requestCodec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, err
 	}
 	c.sizeHint.Store(int64(len(b)))
-	// A grown b is no longer *buf's array; the pool takes it instead.
+	// A grown b is no longer *buf's array; it is kept instead.
 	*buf = b
 	return mem.BufferSlice{mem.NewBuffer(buf, pool)}, nil
 }
