@@ -84,7 +84,7 @@ struct event {
 	__u8 dir;       // enum direction
 	__u8 syscall;   // enum syscall_id
 	__u8 family;    // AF_INET or AF_INET6 as seen on the socket
-	char comm[16];
+	char comm[16];  // the thread's name; empty in data events (see new_event)
 	__u8 flags;     // EVENT_F_*
 	__u8 seq_known; // 1: tcp_seq is set
 	__u8 _pad[2];   // explicit: keeps sizeof a multiple of 8 with no hidden tail
