@@ -100,8 +100,8 @@ func otlpProtocol(endpointVar, protocolVar string) (useHTTP bool, err error) {
 	return false, fmt.Errorf("%s=%q is not supported: use \"grpc\" or \"http/protobuf\"", name, protocol)
 }
 
-// traceCodec encodes every trace exporter's requests; it holds only a size
-// hint, which the exporters can share.
+// traceCodec encodes every trace exporter's requests; what it keeps between
+// requests, a size hint and a spare buffer, is safe to share.
 var traceCodec = newRequestCodec()
 
 // sdkEncoding makes the requests as the SDK's exporter does, with its
