@@ -42,16 +42,16 @@ int ssl_enter(struct pt_regs *ctx)
 {
 	if (!current_selected())
 		return 0;
-	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 ssl = PT_REGS_PARM1(ctx);
 	__u64 sp = PT_REGS_SP(ctx);
-	struct ssl_call *cur = bpf_map_lookup_elem(&ssl_calls, &id);
+	struct ssl_call *cur = bpf_task_storage_get(&ssl_calls, task, 0, 0);
 	// A probed function called by another on the same SSL (SSL_read on top
 	// of SSL_read_ex in some builds, where both entries are probed) is part
 	// of the outer call: its stack pointer is below the outer one's. An
 	// entry at or above is left over from a call whose return probe never
 	// ran, and is replaced.
-	if (cur && cur->ssl == ssl && sp < cur->sp) {
+	if (cur && cur->active && cur->ssl == ssl && sp < cur->sp) {
 		if (cur->depth < 255)
 			cur->depth++;
 		return 0;
@@ -65,8 +65,12 @@ int ssl_enter(struct pt_regs *ctx)
 		.fd = -1,
 		.op = cookie_op(cookie),
 		.count = cookie_count(cookie),
+		.active = 1,
 	};
-	bpf_map_update_elem(&ssl_calls, &id, &call, BPF_ANY);
+	if (!cur)
+		cur = bpf_task_storage_get(&ssl_calls, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (cur)
+		*cur = call;
 	return 0;
 }
 
@@ -89,15 +93,15 @@ SEC("uretprobe")
 int ssl_return(struct pt_regs *ctx)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *cur = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (!cur)
+	struct ssl_call *cur = bpf_task_storage_get(&ssl_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!cur || !cur->active)
 		return 0;
 	if (cur->depth) {
 		cur->depth--;
 		return 0;
 	}
 	struct ssl_call call = *cur;
-	bpf_map_delete_elem(&ssl_calls, &id);
+	cur->active = 0;
 	if (call.op != SSL_OP_READ && call.op != SSL_OP_WRITE)
 		return 0;
 	// The return value is an int in every probed function.

@@ -77,9 +77,8 @@ static __always_inline bool peeked(__u8 syscall, __u64 flags)
 // ciphertext with a syscall on the same thread, nested in the call.
 static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	struct ssl_call *call = bpf_map_lookup_elem(&ssl_calls, &id);
-	if (!call)
+	struct ssl_call *call = bpf_task_storage_get(&ssl_calls, bpf_get_current_task_btf(), 0, 0);
+	if (!call || !call->active)
 		return false;
 	// The plaintext is stamped with the time its ciphertext moved, not
 	// with the call's return, which a descheduled thread reaches late.
@@ -88,7 +87,7 @@ static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
 		return true; // a second syscall of the same call: known already
 	call->sock = (__u64)sk;
 	call->fd = fd;
-	struct ssl_key key = {.tgid = id >> 32, .ssl = call->ssl};
+	struct ssl_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .ssl = call->ssl};
 	struct ssl_sock where = {.sock = (__u64)sk, .fd = fd};
 	bpf_map_update_elem(&ssl_socks, &key, &where, BPF_ANY);
 	return true;

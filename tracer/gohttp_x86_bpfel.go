@@ -190,7 +190,7 @@ type gohttpSslCall struct {
 	Op       uint8
 	Count    uint8
 	Depth    uint8
-	Pad      uint8
+	Active   uint8
 }
 
 type gohttpSslKey struct {

@@ -92,7 +92,7 @@ type injectSslCall struct {
 	Op       uint8
 	Count    uint8
 	Depth    uint8
-	Pad      uint8
+	Active   uint8
 }
 
 type injectSslKey struct {

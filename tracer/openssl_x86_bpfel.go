@@ -66,7 +66,7 @@ type opensslSslCall struct {
 	Op       uint8
 	Count    uint8
 	Depth    uint8
-	Pad      uint8
+	Active   uint8
 }
 
 type opensslSslKey struct {

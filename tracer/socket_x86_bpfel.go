@@ -68,7 +68,7 @@ type socketSslCall struct {
 	Op       uint8
 	Count    uint8
 	Depth    uint8
-	Pad      uint8
+	Active   uint8
 }
 
 type socketSslKey struct {
