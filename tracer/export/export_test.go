@@ -167,17 +167,25 @@ func resourceMap(r *resource.Resource) map[string]any {
 	return m
 }
 
+// startReceiver starts a test receiver and points the environment, cleaned
+// of the machine's OTEL_ variables, at it over protocol.
+func startReceiver(t *testing.T, protocol string) *otlptest.Receiver {
+	t.Helper()
+	cleanEnv(t)
+	rcv := otlptest.Start(t)
+	endpoint := "http://" + rcv.Endpoint()
+	if protocol != "grpc" {
+		endpoint = rcv.HTTPEndpoint()
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+	return rcv
+}
+
 func TestOTLPPreservesSpans(t *testing.T) {
 	for _, protocol := range []string{"grpc", "http/protobuf"} {
 		t.Run(protocol, func(t *testing.T) {
-			cleanEnv(t)
-			rcv := otlptest.Start(t)
-			endpoint := "http://" + rcv.Endpoint()
-			if protocol != "grpc" {
-				endpoint = rcv.HTTPEndpoint()
-			}
-			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+			rcv := startReceiver(t, protocol)
 
 			e := newExporter(t, &Options{Format: FormatOTLP})
 			in := orderTrace()

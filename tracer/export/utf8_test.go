@@ -20,14 +20,7 @@ func TestInvalidUTF8Repaired(t *testing.T) {
 	for _, protocol := range []string{"grpc", "http/protobuf"} {
 		for _, via := range []string{"direct", "tracer"} {
 			t.Run(protocol+"/"+via, func(t *testing.T) {
-				cleanEnv(t)
-				rcv := otlptest.Start(t)
-				endpoint := "http://" + rcv.Endpoint()
-				if protocol != "grpc" {
-					endpoint = rcv.HTTPEndpoint()
-				}
-				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-				t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+				rcv := startReceiver(t, protocol)
 
 				in := orderTrace()
 				in[0].Attributes = append(in[0].Attributes[:len(in[0].Attributes):len(in[0].Attributes)],
