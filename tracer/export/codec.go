@@ -147,14 +147,9 @@ func (e *encoder) close(start int) {
 }
 
 func (e *encoder) string(num protowire.Number, s string) {
-	if s == "" {
-		return
+	if s != "" {
+		e.stringAlways(num, s)
 	}
-	if !utf8.ValidString(s) {
-		e.fail(errInvalidUTF8)
-	}
-	e.b = protowire.AppendTag(e.b, num, protowire.BytesType)
-	e.b = protowire.AppendString(e.b, s)
 }
 
 func (e *encoder) bytes(num protowire.Number, v []byte) {
@@ -241,17 +236,18 @@ func (e *encoder) entityRef(num protowire.Number, m *commonpb.EntityRef) {
 	start := e.open(num)
 	e.string(1, m.SchemaUrl)
 	e.string(2, m.Type)
-	// Repeated strings are written even when empty.
 	for _, k := range m.IdKeys {
-		e.repeatedString(3, k)
+		e.stringAlways(3, k)
 	}
 	for _, k := range m.DescriptionKeys {
-		e.repeatedString(4, k)
+		e.stringAlways(4, k)
 	}
 	e.close(start)
 }
 
-func (e *encoder) repeatedString(num protowire.Number, s string) {
+// stringAlways writes s even when empty, as a repeated string or a set
+// oneof member is written.
+func (e *encoder) stringAlways(num protowire.Number, s string) {
 	if !utf8.ValidString(s) {
 		e.fail(errInvalidUTF8)
 	}
@@ -364,7 +360,7 @@ func (e *encoder) anyValue(num protowire.Number, m *commonpb.AnyValue) {
 	switch v := m.Value.(type) {
 	case nil:
 	case *commonpb.AnyValue_StringValue:
-		e.repeatedString(1, v.StringValue)
+		e.stringAlways(1, v.StringValue)
 	case *commonpb.AnyValue_BoolValue:
 		e.b = protowire.AppendTag(e.b, 2, protowire.VarintType)
 		e.b = protowire.AppendVarint(e.b, protowire.EncodeBool(v.BoolValue))
