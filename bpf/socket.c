@@ -93,28 +93,79 @@ static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
 	return true;
 }
 
-// data_event starts the event of a syscall that moved ret > 0 bytes over a
-// TCP socket of a selected process, or returns NULL.
-static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long ret, int fd)
+// data_sock is the TCP socket behind fd when a data event is to be
+// reported for it, or NULL.
+static __always_inline struct sock *data_sock(int fd)
 {
 	struct sock *sk = tcp_sock_of_fd(fd);
 	if (!sk)
 		return NULL; // files, pipes, UDP, unix sockets: rejected at the source
 	if (tls_watch && inside_ssl_call(fd, sk))
 		return NULL; // ciphertext: the SSL call's return reports the plaintext
-	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
-	if (!b)
-		return NULL;
-	b->hdr.dir = dir;
-	b->hdr.size = ret;
+	return sk;
+}
+
+// fill_data completes a data event's header for ret bytes moved on sk.
+static __always_inline void fill_data(struct event *e, __u8 syscall, __u8 dir, long ret, struct sock *sk)
+{
+	e->dir = dir;
+	e->size = ret;
 	// One message of a sendmmsg/recvmmsg batch cannot be placed from the
 	// socket's state after the whole call.
 	if (syscall != SYS_SENDMMSG && syscall != SYS_RECVMMSG) {
-		b->hdr.tcp_seq = first_seq(sk, dir, (__u32)ret);
-		b->hdr.seq_known = 1;
+		e->tcp_seq = first_seq(sk, dir, (__u32)ret);
+		e->seq_known = 1;
 	}
+}
+
+// data_event starts the event of a syscall that moved ret > 0 bytes over a
+// TCP socket of a selected process, or returns NULL.
+static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long ret, int fd)
+{
+	struct sock *sk = data_sock(fd);
+	if (!sk)
+		return NULL;
+	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
+	if (!b)
+		return NULL;
+	fill_data(&b->hdr, syscall, dir, ret, sk);
 	return b;
 }
+
+// emit_direct reports a data event whose payload, n <= room bytes from one
+// user buffer, is read straight into a ring-buffer record. Staged, the
+// event was written twice, the second time by bpf_ringbuf_output's copy.
+// The record's size must be a constant for the verifier, so callers pick
+// room from a few sizes; userspace reads hdr.captured bytes of it, and the
+// rest of the record is never written.
+static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk, __u64 ptr, __u64 n,
+					const __u32 room)
+{
+	const __u64 size = sizeof(struct event) + room;
+	struct event *e = bpf_ringbuf_reserve(&events, size, 0);
+	if (!e) {
+		count(COUNTER_LOST);
+		remember_loss((__u64)sk);
+		return;
+	}
+	fill_event(e, EVENT_DATA, syscall, fd, sk);
+	fill_data(e, syscall, dir, ret, sk);
+	// The bound the caller checked, restated where the verifier needs it.
+	if (n > room)
+		n = room;
+	if (n && bpf_probe_read_user((void *)(e + 1), n, (void *)ptr))
+		n = 0;
+	e->captured = n;
+	mark_after_loss(e);
+	bpf_ringbuf_submit(e, wake_flags(size, false));
+	count(COUNTER_EVENTS);
+}
+
+// Record payload sizes of the direct path: most requests and responses of
+// small HTTP exchanges fit the first, the default capture limit the last.
+#define DIRECT_SMALL 256
+#define DIRECT_MEDIUM 1024
+#define DIRECT_LARGE 4096
 
 // read, write, sendto, recvfrom: (fd, buf, len, ...)
 static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
@@ -125,10 +176,28 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 	// recvfrom(fd, buf, len, flags, ...): the fourth argument is in r10.
 	if (peeked(syscall, regs->r10))
 		return 0;
-	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
+	int fd = regs->di;
+	__u64 ptr = regs->si;
+	// Injection scans what was received in the staging slot (note_served).
+	if (!cfg_inject) {
+		__u64 n = capture_limit(ret);
+		if (n <= DIRECT_LARGE) {
+			struct sock *sk = data_sock(fd);
+			if (!sk)
+				return 0;
+			if (n <= DIRECT_SMALL)
+				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
+			else if (n <= DIRECT_MEDIUM)
+				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
+			else
+				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
+			return 0;
+		}
+	}
+	struct event_buf *b = data_event(syscall, dir, ret, fd);
 	if (!b)
 		return 0;
-	capture_buf(b, regs->si, ret);
+	capture_buf(b, ptr, ret);
 	submit(b);
 	return 0;
 }
@@ -339,9 +408,7 @@ int process_exec(struct trace_event_raw_sched_process_exec *ctx)
 	if (!cfg_watch_exec || !running)
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u8 provisional = 1;
-	if (bpf_map_update_elem(&targets, &tgid, &provisional, BPF_ANY))
-		count(COUNTER_TARGETS_FULL);
+	select_process(tgid);
 	struct event_buf *b = new_event(EVENT_EXEC, 0, -1, NULL);
 	if (!b)
 		return 0;
@@ -368,9 +435,7 @@ int process_fork(struct bpf_raw_tracepoint_args *ctx)
 	__u32 child_pid = BPF_CORE_READ(child, pid);
 	if (child_pid != child_tgid || cfg_trace_all || !current_selected())
 		return 0;
-	__u8 inherited = 1;
-	if (bpf_map_update_elem(&targets, &child_tgid, &inherited, BPF_ANY))
-		count(COUNTER_TARGETS_FULL);
+	select_process(child_tgid);
 	struct event_buf *b = new_event(EVENT_FORK, 0, -1, NULL);
 	if (!b)
 		return 0;
@@ -386,7 +451,7 @@ int process_exit(void *ctx)
 	__u32 tgid = id >> 32;
 	if ((__u32)id != tgid || !selected(tgid))
 		return 0; // only the thread-group leader ends the process
-	bpf_map_delete_elem(&targets, &tgid);
+	deselect_process(tgid);
 	struct event_buf *b = new_event(EVENT_EXIT, 0, -1, NULL);
 	if (b)
 		submit_now(b);

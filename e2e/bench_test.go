@@ -41,20 +41,34 @@ import (
 //     the hits of the unselected load generator included, and the Go
 //     probes' (all the server's: the load generator is another
 //     executable, which they are not placed in).
+//   - the socket path alone (--go=false --tls=false), the target:
+//     the server CPU it adds per request (open loop, median of the rounds'
+//     differences as above), and its BPF run time in two rounds of their
+//     own, one tracing the server and one tracing only an idle process.
+//     The second is the floor every process pays on each syscall while
+//     sonde runs, selected or not; the server and the load generator make
+//     the same syscalls per request (one write, a read and a read that
+//     finds nothing), so half of it is the load generator's, and the
+//     server's own share is the first round's figure less that half.
 func BenchmarkHTTPHello(b *testing.B) {
 	wrk := testutil.RequireTool(b, "wrk")
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
-	const rounds = 3
+	rounds := 3
+	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_ROUNDS")); err == nil && r > 0 {
+		rounds = r
+	}
 	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
 	rate := 10000
 	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_RATE")); err == nil {
 		rate = r
 	}
 	var closedBase, closedTraced, openBase, openTraced runStats
-	var serverAdded added
+	var serverAdded, socketAdded added
 	var sondeClosed, sondeOpen, bpfOpen, bpfGoOpen time.Duration
 	var bpfRequests int64
+	var bpfSocketSelected, bpfSocketFloor time.Duration
+	var socketSelectedRequests, socketFloorRequests int64
 	var sondeRSS int64
 	for range b.N {
 		for range rounds {
@@ -81,8 +95,23 @@ func BenchmarkHTTPHello(b *testing.B) {
 			bpfGoOpen += t.bpfGo
 			bpfRequests += statsRound.requests
 			sondeRSS = max(sondeRSS, t.rss)
+
+			// The socket path alone.
+			base = benchRound(b, duration, false, rateLoad(rate), nil)
+			t = tracedStats{noGo: true, noTLS: true}
+			socketAdded.add(base, benchRound(b, duration, true, rateLoad(rate), &t))
+			t = tracedStats{bpfStats: true, noGo: true, noTLS: true}
+			statsRound = benchRound(b, duration, true, rateLoad(rate), &t)
+			bpfSocketSelected += t.bpf
+			socketSelectedRequests += statsRound.requests
+			t = tracedStats{bpfStats: true, noGo: true, noTLS: true, other: true}
+			statsRound = benchRound(b, duration, true, rateLoad(rate), &t)
+			bpfSocketFloor += t.bpf
+			socketFloorRequests += statsRound.requests
 		}
 	}
+	selected := perReq(bpfSocketSelected, socketSelectedRequests)
+	floor := perReq(bpfSocketFloor, socketFloorRequests)
 	b.ReportMetric(closedTraced.rate()/closedBase.rate(), "throughput_ratio")
 	b.ReportMetric(closedBase.rate(), "untraced_req/s")
 	b.ReportMetric(closedTraced.rate(), "traced_req/s")
@@ -93,6 +122,10 @@ func BenchmarkHTTPHello(b *testing.B) {
 	b.ReportMetric(perReq(bpfGoOpen, bpfRequests), "bpf_go_probes_µs/req")
 	b.ReportMetric(perReq(sondeOpen, openTraced.requests), "sonde_µs/req")
 	b.ReportMetric(float64(sondeRSS)/(1<<20), "sonde_peak_RSS_MB")
+	socketAdded.report(b, "socket_path_server_µs_added/req")
+	b.ReportMetric(selected, "socket_path_bpf_µs/req")
+	b.ReportMetric(floor, "socket_path_bpf_unselected_µs/req")
+	b.ReportMetric(selected-floor/2, "socket_path_bpf_server_µs/req")
 	b.ReportMetric(0, "ns/op") // the wall time of the whole run says nothing
 }
 
@@ -156,6 +189,7 @@ type tracedStats struct {
 	bpfStats bool          // measure BPF run time (kernel.bpf_stats_enabled)
 	noTLS    bool          // run sonde with --tls=false
 	noGo     bool          // run sonde with --go=false
+	other    bool          // select an idle process, not the server
 	cpu      time.Duration // sonde's CPU
 	rss      int64         // sonde's peak RSS
 	bpf      time.Duration // run time of sonde's programs, all processes' hits
@@ -210,7 +244,14 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 	var rcv *otlptest.Counter
 	if trace {
 		rcv = otlptest.StartCounter(b)
-		args := []string{"--pid", fmt.Sprint(srv.pid()), "--output", "otlp"}
+		target := srv.pid()
+		if traced.other {
+			idle := startProc(b, nil, "sleep", "600")
+			defer idle.cmd.Process.Kill()
+			target = idle.pid()
+		}
+		args := []string{"--pid", fmt.Sprint(target), "--output", "otlp",
+			fmt.Sprintf("--go=%v", !traced.noGo), fmt.Sprintf("--tls=%v", !traced.noTLS)}
 		if prof := os.Getenv("SONDE_BENCH_CPUPROFILE"); prof != "" {
 			args = append(args, "--cpu-profile", prof)
 		}
@@ -252,6 +293,13 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 			b.Fatal(err)
 		}
 		r := s.stop(b)
+		if traced.other {
+			// The server was not selected: nothing of it may be traced.
+			if got := int64(r.stat("spans")); got != 0 {
+				b.Fatalf("the server was not selected but gave %d spans", got)
+			}
+			return runStats{requests: n, elapsed: elapsed, cpu: cpu1 - cpu0}
+		}
 		// Every request must have become a span, or the figures flatter us.
 		if got := int64(r.stat("spans")); got < n {
 			b.Fatalf("%d requests but %d spans (lost %v)", n, got, r.stats["lost"])

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sys/unix"
 
@@ -399,7 +397,7 @@ func (t *Tracer) onExec(e *socketEvent, payload []byte) {
 	}
 	t.reject(e.Tgid)
 	delete(t.selected, e.Tgid)
-	if err := t.targets.Delete(e.Tgid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.targets.Remove(e.Tgid); err != nil {
 		t.log.Warn("cannot withdraw provisional selection", "pid", e.Tgid, "exe", p.Exe, "error", err)
 	}
 }
@@ -458,7 +456,7 @@ func (t *Tracer) onExit(tgid uint32, delay time.Duration) {
 }
 
 func (t *Tracer) addTarget(pid uint32) error {
-	if err := t.targets.Put(pid, uint8(1)); err != nil {
+	if err := t.targets.Add(pid); err != nil {
 		return fmt.Errorf("add pid %d to targets: %w", pid, err)
 	}
 	t.selected[pid] = true

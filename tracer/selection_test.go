@@ -13,13 +13,13 @@ import (
 // fakeTargets records what the tracer asks of the kernel's targets map.
 type fakeTargets struct{ m map[uint32]uint8 }
 
-func (f *fakeTargets) Put(k, v any) error {
-	f.m[k.(uint32)] = v.(uint8)
+func (f *fakeTargets) Add(pid uint32) error {
+	f.m[pid] = 1
 	return nil
 }
 
-func (f *fakeTargets) Delete(k any) error {
-	delete(f.m, k.(uint32))
+func (f *fakeTargets) Remove(pid uint32) error {
+	delete(f.m, pid)
 	return nil
 }
 

@@ -14,7 +14,8 @@ type Stats struct {
 	IOVCapped  uint64 // captures cut short at the iovec limit
 	MmsgCapped uint64 // sendmmsg/recvmmsg messages beyond the per-call limit
 	// TargetsFull counts processes the kernel could not select (at exec or
-	// fork) because its targets map was full.
+	// fork) because their tgid lies beyond its targets bitmap, which covers
+	// the kernel's PID_MAX_LIMIT: never, unless the kernel's limit grows.
 	TargetsFull uint64
 	// TLSUnpaired counts plaintext an OpenSSL probe read for an SSL object
 	// whose socket was never seen: it could not be reported.
@@ -184,7 +185,7 @@ func (t *Tracer) reportKernelCounters() {
 		t.lastLost = lost
 	}
 	if full := k[counterTargetsFull]; full > t.lastTargetsFull {
-		t.log.Warn("targets map full: new processes not selected; narrow the selection",
+		t.log.Warn("new processes not selected: tgid beyond the targets bitmap",
 			"missed", full-t.lastTargetsFull, "missed_total", full)
 		t.lastTargetsFull = full
 	}

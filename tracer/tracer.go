@@ -53,6 +53,9 @@ type Tracer struct {
 	procs     map[uint32]*process
 	selection *selection
 	targets   targetMap // the kernel's targets map
+	// targetBits is targets when the kernel's map is behind it, unmapped
+	// at Close.
+	targetBits *targetBits
 	// rejected are processes decided against on facts that cannot change
 	// until they exec; rescans skip them.
 	rejected map[uint32]bool
@@ -76,12 +79,6 @@ type Tracer struct {
 	final   *[counterMax]uint64
 	closeMu sync.Mutex
 	closed  bool
-}
-
-// targetMap is the kernel's map of selected processes: tgid to a flag.
-type targetMap interface {
-	Put(key, value any) error
-	Delete(key any) error
 }
 
 type listenCache struct {
@@ -212,7 +209,11 @@ func (t *Tracer) load() error {
 		}
 		return fmt.Errorf("load bpf programs: %w", err)
 	}
-	t.targets = t.coll.Maps["targets"]
+	bits, err := mapTargets(t.coll.Maps["targets"])
+	if err != nil {
+		return err
+	}
+	t.targets, t.targetBits = bits, bits
 	if !t.opts.NoGoProbes {
 		if err := t.loadGo(vars); err != nil {
 			return err
@@ -480,6 +481,7 @@ func (t *Tracer) Close() error {
 		if k, err := t.readCounters(); err == nil {
 			t.final = &k
 		}
+		t.targetBits.close()
 		t.coll.Close()
 		t.coll = nil
 	}

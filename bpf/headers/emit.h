@@ -49,7 +49,29 @@ static __always_inline bool selected(__u32 tgid)
 		return false; // never trace our own export traffic
 	if (cfg_trace_all)
 		return true;
-	return bpf_map_lookup_elem(&targets, &tgid) != NULL;
+	__u32 word = tgid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&targets, &word);
+	return bits && (*bits & (1ULL << (tgid % 64)));
+}
+
+// select_process and deselect_process change one process's bit
+// atomically: userspace changes bits of the same word at the same time.
+static __always_inline void select_process(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&targets, &word);
+	if (bits)
+		__sync_fetch_and_or(bits, 1ULL << (tgid % 64));
+	else
+		count(COUNTER_TARGETS_FULL); // a tgid beyond PID_MAX_LIMIT
+}
+
+static __always_inline void deselect_process(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *bits = bpf_map_lookup_elem(&targets, &word);
+	if (bits)
+		__sync_fetch_and_and(bits, ~(1ULL << (tgid % 64)));
 }
 
 static __always_inline bool current_selected(void)
@@ -57,13 +79,10 @@ static __always_inline bool current_selected(void)
 	return selected(bpf_get_current_pid_tgid() >> 32);
 }
 
-static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int fd, struct sock *sk)
+// fill_event writes every field of an event header: a header reserved in
+// the ring buffer holds whatever an earlier record left there.
+static __always_inline void fill_event(struct event *e, __u8 kind, __u8 syscall, int fd, struct sock *sk)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
-	if (!b)
-		return NULL;
-	struct event *e = &b->hdr;
 	__u64 id = bpf_get_current_pid_tgid();
 	e->ts = bpf_ktime_get_ns();
 	e->sock = (__u64)sk;
@@ -78,19 +97,37 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 	e->family = 0;
 	e->flags = 0;
 	e->seq_known = 0;
+	e->_pad[0] = 0;
+	e->_pad[1] = 0;
 	e->tcp_seq = 0;
+	e->_pad2 = 0;
 	e->sport = 0;
 	e->dport = 0;
 	// The data path, the hot one, leaves the name out: userspace names a
 	// process from /proc when it first sees it, and bpf_get_current_comm
-	// was a tenth of a data event's cost. The slot is per CPU, so the
-	// bytes are cleared, not left from another process's event.
+	// was a tenth of a data event's cost. The bytes are cleared, not left
+	// from another process's event.
 	if (kind == EVENT_DATA)
 		__builtin_memset(e->comm, 0, sizeof(e->comm));
 	else
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
 	if (sk)
 		fill_tuple(e, sk);
+	else {
+		__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	}
+}
+
+// new_event starts an event in this CPU's staging slot, for events whose
+// payload is gathered in pieces or inspected before it is sent.
+static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int fd, struct sock *sk)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!b)
+		return NULL;
+	fill_event(&b->hdr, kind, syscall, fd, sk);
 	return b;
 }
 
@@ -294,6 +331,18 @@ static __always_inline void note_served(struct event_buf *b)
 	bpf_map_update_elem(&inject_served, &key, &v, BPF_ANY);
 }
 
+// wake_flags wakes the reader when an event of size bytes makes the backlog
+// cross the threshold, not for every event above it: a reader that fell
+// behind is awake already, and a wakeup per event costs the traced thread
+// an irq_work each (it tripled the server's overhead under overload).
+static __always_inline __u64 wake_flags(__u64 size, bool wake)
+{
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (wake || (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes))
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void submit_flags(struct event_buf *b, bool wake)
 {
 	if (cfg_inject && b->hdr.kind == EVENT_DATA && b->hdr.dir == DIR_INGRESS)
@@ -304,16 +353,8 @@ static __always_inline void submit_flags(struct event_buf *b, bool wake)
 	// store to and load from the map value.
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
-	// Wake the reader when this event makes the backlog cross the
-	// threshold, not for every event above it: a reader that fell behind
-	// is awake already, and a wakeup per event costs the traced thread an
-	// irq_work each (it tripled the server's overhead under overload).
 	__u64 size = sizeof(struct event) + n;
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (wake || (pending < cfg_wakeup_bytes && pending + size >= cfg_wakeup_bytes))
-		flags = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, b, size, flags)) {
+	if (bpf_ringbuf_output(&events, b, size, wake_flags(size, wake))) {
 		count(COUNTER_LOST);
 		remember_loss(b->hdr.sock);
 	} else

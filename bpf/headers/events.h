@@ -100,7 +100,7 @@ enum counter {
 	COUNTER_LOST,           // events the ring buffer had no room for
 	COUNTER_IOV_CAPPED,     // capture stopped at IOV_MAX_READ iovecs
 	COUNTER_MMSG_CAPPED,    // more than MMSG_MAX messages in one call
-	COUNTER_TARGETS_FULL,   // a process could not be selected: targets map full
+	COUNTER_TARGETS_FULL,   // a process could not be selected: its tgid is beyond the targets bitmap
 	COUNTER_TLS_UNPAIRED,   // plaintext of an SSL object whose socket is unknown: not reported
 	COUNTER_INJECTED,       // traceparent headers written into outgoing requests
 	COUNTER_INJECT_PRESENT, // requests that carried a traceparent already: left alone

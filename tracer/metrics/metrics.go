@@ -39,7 +39,7 @@ type Snapshot struct {
 	ParseErrors        map[string]uint64 // by reason
 	Processes          int               // processes traced now
 	AttachFailures     uint64            // probes that could not be attached
-	TargetsFull        uint64            // processes the kernel could not select: its map was full
+	TargetsFull        uint64            // processes the kernel could not select: pid beyond its targets bitmap
 	TLSUnpaired        uint64            // TLS plaintext whose socket was unknown, not reported
 	SSLLibraries       int               // files whose OpenSSL functions are probed
 	Connections        int               // connections tracked now
@@ -133,7 +133,7 @@ func NewCollector(snapshot func() Snapshot, opts *Options) *Collector {
 		func(s *Snapshot) float64 { return float64(s.Processes) })
 	counter("probe_attach_failures_total", "Probes that could not be attached; what they would have seen is missing.",
 		func(s *Snapshot) uint64 { return s.AttachFailures })
-	counter("targets_full_total", "Processes the kernel could not select, at exec or fork, because its targets map was full.",
+	counter("targets_full_total", "Processes the kernel could not select, at exec or fork, because their pid lies beyond its targets bitmap.",
 		func(s *Snapshot) uint64 { return s.TargetsFull })
 	counter("tls_unpaired_total", "TLS plaintext of an SSL object whose socket sonde never saw, not reported.",
 		func(s *Snapshot) uint64 { return s.TLSUnpaired })

@@ -107,7 +107,7 @@ sonde_spans_total 100
 # HELP sonde_ssl_libraries_probed Files (libssl, or executables with OpenSSL linked in) whose SSL_read and SSL_write are probed.
 # TYPE sonde_ssl_libraries_probed gauge
 sonde_ssl_libraries_probed 2
-# HELP sonde_targets_full_total Processes the kernel could not select, at exec or fork, because its targets map was full.
+# HELP sonde_targets_full_total Processes the kernel could not select, at exec or fork, because their pid lies beyond its targets bitmap.
 # TYPE sonde_targets_full_total counter
 sonde_targets_full_total 2
 # HELP sonde_tls_unpaired_total TLS plaintext of an SSL object whose socket sonde never saw, not reported.
