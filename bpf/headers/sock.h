@@ -23,6 +23,23 @@ extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 #define AS(type, ptr) ((type *)bpf_rdonly_cast((ptr), bpf_core_type_id_kernel(type)))
 
+// file_slot loads the file pointer an fd table slot holds. fdt->fd is a
+// pointer to pointers, which the verifier types as a plain number, so a
+// slot cannot be loaded directly as it is. struct kiocb begins with its
+// struct file pointer: the slot's address cast to one makes the load a
+// direct one, guarded like the others, where a bpf_probe_read_kernel call
+// was a tenth of a data event's cost. Should a kernel ever move ki_filp,
+// the offset CO-RE relocates is not 0 and the explicit read is used.
+static __always_inline struct file *file_slot(struct file **slot)
+{
+	if (bpf_core_field_offset(struct kiocb, ki_filp) == 0)
+		return AS(struct kiocb, slot)->ki_filp;
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), slot))
+		return NULL;
+	return f;
+}
+
 // Returns the struct sock behind fd when fd is a TCP socket (IPv4 or IPv6),
 // else NULL. Field offsets are relocated one by one (CO-RE): kernels insert
 // fields into these structs (PLATFORM.md).
@@ -34,10 +51,8 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd)
 	struct fdtable *fdt = task->files->fdt;
 	if ((unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	// fdt->fd is a pointer to pointers, which the verifier types as a
-	// plain number: index it with one explicit read.
-	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), (void *)fdt->fd + fd * sizeof(f)) || !f)
+	struct file *f = file_slot(fdt->fd + fd);
+	if (!f)
 		return NULL;
 	struct file *file = AS(struct file, f);
 	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
