@@ -317,7 +317,19 @@ type goServer struct {
 
 func startGoServer(t testing.TB, env ...string) *goServer {
 	t.Helper()
-	p := startProc(t, env, bins.goserver)
+	return startGoServerUnder(t, nil, env...)
+}
+
+// startGoServerUnder starts the Go server under a command prefix such as
+// taskset's.
+func startGoServerUnder(t testing.TB, prefix []string, env ...string) *goServer {
+	t.Helper()
+	var p *proc
+	if len(prefix) > 0 {
+		p = startProc(t, env, prefix[0], append(prefix[1:], bins.goserver)...)
+	} else {
+		p = startProc(t, env, bins.goserver)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if line, _, ok := strings.Cut(p.stdout.String(), "\n"); ok {
