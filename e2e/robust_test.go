@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/sondehq/sonde/internal/otlptest"
 	"github.com/sondehq/sonde/internal/testutil"
@@ -296,8 +299,11 @@ func TestManyShortConnections(t *testing.T) {
 	maps := sondeMaps(t, s.pid())
 	entries := map[string]int{}
 	for name, id := range maps {
-		if name == "lossy" || name == "targets" {
+		switch name {
+		case "lossy":
 			entries[name] = mapEntries(t, bpftool, id)
+		case "targets":
+			entries[name] = selectedCount(t, id, srv.pid())
 		}
 	}
 	hwm := sondeHWM(t, s)
@@ -312,7 +318,7 @@ func TestManyShortConnections(t *testing.T) {
 		t.Errorf("%d requests served, %d spans", served, len(r.spans))
 	}
 	if entries["targets"] > 4 {
-		t.Errorf("targets holds %d entries for one traced process", entries["targets"])
+		t.Errorf("targets selects %d processes for one traced process", entries["targets"])
 	}
 	if entries["lossy"] > 100 || entries["lossy"] >= 16384 {
 		t.Errorf("lossy holds %d entries after the connections closed", entries["lossy"])
@@ -380,6 +386,31 @@ func mapEntries(t *testing.T, bpftool string, id int) int {
 		t.Fatal(err)
 	}
 	return len(entries)
+}
+
+// selectedCount is how many processes the kernel's targets bitmap
+// (bpf/headers/maps.h) selects; pid must be among them.
+func selectedCount(t *testing.T, id, pid int) int {
+	t.Helper()
+	m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var word uint32
+	var w uint64
+	n := 0
+	it := m.Iterate()
+	for it.Next(&word, &w) {
+		n += bits.OnesCount64(w)
+		if word == uint32(pid/64) && w&(1<<(pid%64)) == 0 {
+			t.Errorf("the traced server, pid %d, is not selected in the targets bitmap", pid)
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // SIGKILL gives sonde no chance to detach: the kernel must still free every
