@@ -53,9 +53,6 @@ type Tracer struct {
 	procs     map[uint32]*process
 	selection *selection
 	targets   targetMap // the kernel's targets map
-	// targetBits is targets when the kernel's map is behind it, unmapped
-	// at Close.
-	targetBits *targetBits
 	// rejected are processes decided against on facts that cannot change
 	// until they exec; rescans skip them.
 	rejected map[uint32]bool
@@ -213,7 +210,7 @@ func (t *Tracer) load() error {
 	if err != nil {
 		return err
 	}
-	t.targets, t.targetBits = bits, bits
+	t.targets = bits
 	if !t.opts.NoGoProbes {
 		if err := t.loadGo(vars); err != nil {
 			return err
@@ -481,7 +478,9 @@ func (t *Tracer) Close() error {
 		if k, err := t.readCounters(); err == nil {
 			t.final = &k
 		}
-		t.targetBits.close()
+		if bits, ok := t.targets.(*targetBits); ok {
+			bits.close()
+		}
 		t.coll.Close()
 		t.coll = nil
 	}

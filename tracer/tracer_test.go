@@ -277,7 +277,7 @@ func TestNewAttachAndClose(t *testing.T) {
 	}
 
 	// The pid is selected, in the kernel and in user space.
-	if !tr.targetBits.Has(uint32(pid)) {
+	if bits, ok := tr.targets.(*targetBits); !ok || !bits.Has(uint32(pid)) {
 		t.Errorf("pid %d not selected in the kernel's targets bitmap", pid)
 	}
 	if !tr.selected[uint32(pid)] || !tr.explicit[uint32(pid)] {
