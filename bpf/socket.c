@@ -144,8 +144,7 @@ static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd
 	const __u64 size = sizeof(struct event) + room;
 	struct event *e = bpf_ringbuf_reserve(&events, size, 0);
 	if (!e) {
-		count(COUNTER_LOST);
-		remember_loss((__u64)sk);
+		counted_output(-1, (__u64)sk);
 		return;
 	}
 	fill_event(e, EVENT_DATA, syscall, fd, sk);
@@ -158,7 +157,7 @@ static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd
 	e->captured = n;
 	mark_after_loss(e);
 	bpf_ringbuf_submit(e, wake_flags(size, false));
-	count(COUNTER_EVENTS);
+	counted_output(0, (__u64)sk);
 }
 
 // Record payload sizes of the direct path: most requests and responses of

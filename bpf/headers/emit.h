@@ -343,6 +343,17 @@ static __always_inline __u64 wake_flags(__u64 size, bool wake)
 	return BPF_RB_NO_WAKEUP;
 }
 
+// counted_output counts an event's delivery to the ring buffer, or its loss
+// (err != 0), which the socket's next event is flagged after.
+static __always_inline void counted_output(long err, __u64 sock)
+{
+	if (err) {
+		count(COUNTER_LOST);
+		remember_loss(sock);
+	} else
+		count(COUNTER_EVENTS);
+}
+
 static __always_inline void submit_flags(struct event_buf *b, bool wake)
 {
 	if (cfg_inject && b->hdr.kind == EVENT_DATA && b->hdr.dir == DIR_INGRESS)
@@ -354,10 +365,6 @@ static __always_inline void submit_flags(struct event_buf *b, bool wake)
 	if (n > CAPTURE_MAX)
 		n = CAPTURE_MAX;
 	__u64 size = sizeof(struct event) + n;
-	if (bpf_ringbuf_output(&events, b, size, wake_flags(size, wake))) {
-		count(COUNTER_LOST);
-		remember_loss(b->hdr.sock);
-	} else
-		count(COUNTER_EVENTS);
+	counted_output(bpf_ringbuf_output(&events, b, size, wake_flags(size, wake)), b->hdr.sock);
 }
 
