@@ -514,7 +514,7 @@ int go_client_conn(struct pt_regs *ctx)
 		// The request is written after this, on the connection's write
 		// goroutine: the injection there takes these IDs, so that the
 		// header names this span.
-		__u64 sk = (__u64)tcp_sock_of_fd(cs->fd);
+		__u64 sk = (__u64)tcp_sock_of_fd(bpf_get_current_task_btf(), cs->fd);
 		struct inject_ctx ic = {.trace_id = {cs->trace_id[0], cs->trace_id[1]}, .span_id = cs->span_id};
 		if (sk)
 			bpf_map_update_elem(&inject_ctxs, &sk, &ic, BPF_ANY);

@@ -26,10 +26,21 @@ volatile const __u8 cfg_watch_exec = 0;
 // Until then the data path skips the lookup for an SSL call in progress.
 volatile __u32 tls_watch = 0;
 
-// The syscall's saved user registers: arguments in di, si, dx.
-static __always_inline struct pt_regs *syscall_regs(void)
+// The syscall's saved user registers of task, the current one: arguments
+// in di, si, dx.
+static __always_inline struct pt_regs *syscall_regs(struct task_struct *task)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	return (struct pt_regs *)bpf_task_pt_regs(task);
+}
+
+// current_task_selected returns the current task when its process is
+// selected, else NULL. The data path holds on to the task: its tgid, pid,
+// registers and fd table are all read from it, where a helper call each
+// cost a call and a thunked return (task_id).
+static __always_inline struct task_struct *current_task_selected(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	return selected(task->tgid) ? task : NULL;
 }
 
 // Copies up to capture_limit(moved) bytes scattered over an iovec array.
@@ -75,9 +86,9 @@ static __always_inline bool peeked(__u8 syscall, __u64 flags)
 // buffer, to this socket. This is how plaintext finds its connection
 // without reading OpenSSL's struct layouts: the library moves the
 // ciphertext with a syscall on the same thread, nested in the call.
-static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
+static __always_inline bool inside_ssl_call(struct task_struct *task, int fd, struct sock *sk)
 {
-	struct ssl_call *call = bpf_task_storage_get(&ssl_calls, bpf_get_current_task_btf(), 0, 0);
+	struct ssl_call *call = bpf_task_storage_get(&ssl_calls, task, 0, 0);
 	if (!call || !call->active)
 		return false;
 	// The plaintext is stamped with the time its ciphertext moved, not
@@ -87,20 +98,20 @@ static __always_inline bool inside_ssl_call(int fd, struct sock *sk)
 		return true; // a second syscall of the same call: known already
 	call->sock = (__u64)sk;
 	call->fd = fd;
-	struct ssl_key key = {.tgid = bpf_get_current_pid_tgid() >> 32, .ssl = call->ssl};
+	struct ssl_key key = {.tgid = task->tgid, .ssl = call->ssl};
 	struct ssl_sock where = {.sock = (__u64)sk, .fd = fd};
 	bpf_map_update_elem(&ssl_socks, &key, &where, BPF_ANY);
 	return true;
 }
 
-// data_sock is the TCP socket behind fd when a data event is to be
-// reported for it, or NULL.
-static __always_inline struct sock *data_sock(int fd)
+// data_sock is the TCP socket behind fd of task, the current one, when a
+// data event is to be reported for it, or NULL.
+static __always_inline struct sock *data_sock(struct task_struct *task, int fd)
 {
-	struct sock *sk = tcp_sock_of_fd(fd);
+	struct sock *sk = tcp_sock_of_fd(task, fd);
 	if (!sk)
 		return NULL; // files, pipes, UDP, unix sockets: rejected at the source
-	if (tls_watch && inside_ssl_call(fd, sk))
+	if (tls_watch && inside_ssl_call(task, fd, sk))
 		return NULL; // ciphertext: the SSL call's return reports the plaintext
 	return sk;
 }
@@ -120,9 +131,9 @@ static __always_inline void fill_data(struct event *e, __u8 syscall, __u8 dir, l
 
 // data_event starts the event of a syscall that moved ret > 0 bytes over a
 // TCP socket of a selected process, or returns NULL.
-static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long ret, int fd)
+static __always_inline struct event_buf *data_event(struct task_struct *task, __u8 syscall, __u8 dir, long ret, int fd)
 {
-	struct sock *sk = data_sock(fd);
+	struct sock *sk = data_sock(task, fd);
 	if (!sk)
 		return NULL;
 	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
@@ -138,8 +149,8 @@ static __always_inline struct event_buf *data_event(__u8 syscall, __u8 dir, long
 // The record's size must be a constant for the verifier, so callers pick
 // room from a few sizes; userspace reads hdr.captured bytes of it, and the
 // rest of the record is never written.
-static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk, __u64 ptr, __u64 n,
-					const __u32 room)
+static __always_inline void emit_direct(struct task_struct *task, __u8 syscall, __u8 dir, long ret, int fd,
+					struct sock *sk, __u64 ptr, __u64 n, const __u32 room)
 {
 	const __u64 size = sizeof(struct event) + room;
 	struct event *e = bpf_ringbuf_reserve(&events, size, 0);
@@ -147,7 +158,7 @@ static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd
 		counted_output(-1, (__u64)sk);
 		return;
 	}
-	fill_event(e, EVENT_DATA, syscall, fd, sk);
+	fill_event(e, task_id(task), EVENT_DATA, syscall, fd, sk);
 	fill_data(e, syscall, dir, ret, sk);
 	// The bound the caller checked, restated where the verifier needs it.
 	if (n > room)
@@ -169,9 +180,12 @@ static __always_inline void emit_direct(__u8 syscall, __u8 dir, long ret, int fd
 // read, write, sendto, recvfrom: (fd, buf, len, ...)
 static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0 || !current_selected())
+	if (ret <= 0)
 		return 0;
-	struct pt_regs *regs = syscall_regs();
+	struct task_struct *task = current_task_selected();
+	if (!task)
+		return 0;
+	struct pt_regs *regs = syscall_regs(task);
 	// recvfrom(fd, buf, len, flags, ...): the fourth argument is in r10.
 	if (peeked(syscall, regs->r10))
 		return 0;
@@ -181,19 +195,19 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 	if (!cfg_inject) {
 		__u64 n = capture_limit(ret);
 		if (n <= DIRECT_LARGE) {
-			struct sock *sk = data_sock(fd);
+			struct sock *sk = data_sock(task, fd);
 			if (!sk)
 				return 0;
 			if (n <= DIRECT_SMALL)
-				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
+				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
 			else if (n <= DIRECT_MEDIUM)
-				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
+				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
 			else
-				emit_direct(syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
+				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
 			return 0;
 		}
 	}
-	struct event_buf *b = data_event(syscall, dir, ret, fd);
+	struct event_buf *b = data_event(task, syscall, dir, ret, fd);
 	if (!b)
 		return 0;
 	capture_buf(b, ptr, ret);
@@ -204,10 +218,13 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 // readv, writev: (fd, iov, iovcnt)
 static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0 || !current_selected())
+	if (ret <= 0)
 		return 0;
-	struct pt_regs *regs = syscall_regs();
-	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
+	struct task_struct *task = current_task_selected();
+	if (!task)
+		return 0;
+	struct pt_regs *regs = syscall_regs(task);
+	struct event_buf *b = data_event(task, syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
 	capture_iov(b, regs->si, regs->dx, ret);
@@ -218,15 +235,18 @@ static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 // sendmsg, recvmsg: (fd, msghdr, flags)
 static __always_inline int data_msg(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0 || !current_selected())
+	if (ret <= 0)
 		return 0;
-	struct pt_regs *regs = syscall_regs();
+	struct task_struct *task = current_task_selected();
+	if (!task)
+		return 0;
+	struct pt_regs *regs = syscall_regs(task);
 	if (peeked(syscall, regs->dx))
 		return 0;
 	struct user_msghdr msg;
 	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
 		__builtin_memset(&msg, 0, sizeof(msg)); // still report the byte count
-	struct event_buf *b = data_event(syscall, dir, ret, regs->di);
+	struct event_buf *b = data_event(task, syscall, dir, ret, regs->di);
 	if (!b)
 		return 0;
 	capture_iov(b, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
@@ -249,7 +269,7 @@ static long mmsg_one(__u32 i, struct mmsg_walk *w)
 	struct mmsghdr mm;
 	if (bpf_probe_read_user(&mm, sizeof(mm), (void *)(w->vec + i * sizeof(mm))))
 		return 1;
-	struct event_buf *b = data_event(w->syscall, w->dir, mm.msg_len, w->fd);
+	struct event_buf *b = data_event(bpf_get_current_task_btf(), w->syscall, w->dir, mm.msg_len, w->fd);
 	if (!b)
 		return 1;
 	capture_iov(b, (__u64)mm.msg_hdr.msg_iov, mm.msg_hdr.msg_iovlen, mm.msg_len);
@@ -263,9 +283,12 @@ static long mmsg_one(__u32 i, struct mmsg_walk *w)
 // the verifier took over a second per program to load it.
 static __always_inline int data_mmsg(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0 || !current_selected())
+	if (ret <= 0)
 		return 0;
-	struct pt_regs *regs = syscall_regs();
+	struct task_struct *task = current_task_selected();
+	if (!task)
+		return 0;
+	struct pt_regs *regs = syscall_regs(task);
 	// recvmmsg(fd, vec, vlen, flags, timeout)
 	if (peeked(syscall, regs->r10))
 		return 0;
@@ -300,9 +323,12 @@ EXIT(recvmmsg, SYS_RECVMMSG, data_mmsg, DIR_INGRESS)
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
-	if (ctx->ret <= 0 || !current_selected())
+	if (ctx->ret <= 0)
 		return 0;
-	struct event_buf *b = data_event(SYS_SENDFILE, DIR_EGRESS, ctx->ret, syscall_regs()->di);
+	struct task_struct *task = current_task_selected();
+	if (!task)
+		return 0;
+	struct event_buf *b = data_event(task, SYS_SENDFILE, DIR_EGRESS, ctx->ret, syscall_regs(task)->di);
 	if (b)
 		submit(b);
 	return 0;
@@ -314,7 +340,7 @@ static __always_inline int accepted(long ret)
 {
 	if (ret < 0 || !current_selected())
 		return 0;
-	struct sock *sk = tcp_sock_of_fd(ret);
+	struct sock *sk = tcp_sock_of_fd(bpf_get_current_task_btf(), ret);
 	if (!sk)
 		return 0;
 	struct event_buf *b = new_event(EVENT_ACCEPT, SYS_ACCEPT, ret, sk);
@@ -343,8 +369,9 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	// already bound, so its 4-tuple is complete here.
 	if ((ctx->ret != 0 && ctx->ret != -EINPROGRESS) || !current_selected())
 		return 0;
-	int fd = syscall_regs()->di;
-	struct sock *sk = tcp_sock_of_fd(fd);
+	struct task_struct *task = bpf_get_current_task_btf();
+	int fd = syscall_regs(task)->di;
+	struct sock *sk = tcp_sock_of_fd(task, fd);
 	if (!sk)
 		return 0;
 	struct event_buf *b = new_event(EVENT_CONNECT, SYS_CONNECT, fd, sk);
@@ -353,17 +380,51 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-// On entry: after close the fd no longer leads to the socket.
-SEC("tracepoint/syscalls/sys_enter_close")
-int enter_close(struct trace_event_raw_sys_enter *ctx)
+// A TCP socket's last close, seen where TCP closes it, not at close(2): a
+// sys_enter tracepoint, the only one sonde would need, makes the kernel
+// run its tracepoint dispatch on entry to every syscall of every process
+// on the host while sonde runs (in a profile of a traced Go server, 0.2 us
+// of each request went to it), where this tracepoint fires only when a TCP
+// socket changes state. A close by a kernel worker (a file put from
+// interrupt context) is not seen: the connection then stays until its fd
+// is reused, its process exits or the table evicts it.
+//
+// tcp_close always changes the state (to FIN_WAIT1, LAST_ACK, CLOSE, or
+// the same state again), and it runs from __fput once the file's last
+// reference is gone, in the closing task's context. So a state change
+// while the socket's file is dying is the close, and the current task is
+// the closer. Changes in softirq, of sockets whose file lives (a FIN or
+// RST arriving) or that have none left (orphaned after the close), do not
+// pass. A socket that a forked child still holds is not closed by the
+// parent's close(2), and is reported when the last holder closes it.
+// The fd is gone by then: userspace finds the connection by its process
+// and socket.
+struct file___pre613 {
+	atomic_long_t f_count;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool file_dying(struct file *f)
 {
-	if (!current_selected())
+	// 6.13 turned f_count into f_ref, a file_ref_t whose count goes
+	// negative (FILE_REF_DEAD) when the last reference is put.
+	if (bpf_core_field_exists(f->f_ref))
+		return (__s64)f->f_ref.refcnt.counter < 0;
+	return AS(struct file___pre613, f)->f_count.counter == 0;
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	int fd = (int)ctx->args[0];
-	struct sock *sk = tcp_sock_of_fd(fd);
-	if (!sk)
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	struct socket *so = AS(struct sock, sk)->sk_socket;
+	if (!so)
+		return 0; // orphaned: closed already
+	struct file *f = AS(struct socket, so)->file;
+	if (!f || !file_dying(AS(struct file, f)) || !current_selected())
 		return 0;
-	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, fd, sk);
+	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, -1, sk);
 	if (b)
 		submit(b);
 	return 0;

@@ -75,7 +75,7 @@ func sondePrograms(t *testing.T, bpftool string) map[int]string {
 	}
 	out := map[int]string{}
 	for _, p := range progs {
-		if strings.HasPrefix(p.Name, "enter_") || strings.HasPrefix(p.Name, "exit_") || strings.HasPrefix(p.Name, "process_") || strings.HasPrefix(p.Name, "inject_") {
+		if strings.HasPrefix(p.Name, "exit_") || strings.HasPrefix(p.Name, "sock_") || strings.HasPrefix(p.Name, "process_") || strings.HasPrefix(p.Name, "inject_") {
 			out[p.ID] = p.Name
 		}
 	}

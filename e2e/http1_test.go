@@ -94,6 +94,50 @@ func TestPythonServerCurlClient(t *testing.T) {
 	}
 }
 
+// Responses without a length end when the server closes the connection:
+// the server span can only end at the close, which sonde sees where TCP
+// closes the socket. Served by the process that accepted, and by forked
+// children after the parent closed its copy of the socket, which must not
+// end the child's connection. The servers stay alive, so their exit cannot
+// stand in for the close.
+func TestCloseDelimitedBody(t *testing.T) {
+	python := testutil.RequireTool(t, "python3")
+	curl := testutil.RequireTool(t, "curl")
+	for _, mode := range []string{"single", "fork"} {
+		t.Run(mode, func(t *testing.T) {
+			port := freePort(t)
+			py := startProc(t, nil, python, "testdata/closeserver/server.py", port, mode)
+			addr := "127.0.0.1:" + port
+			waitPort(t, addr)
+			s := startSonde(t, nil, "--pid", fmt.Sprint(py.pid()), "--exe", "curl")
+			const requests = 3
+			for i := range requests {
+				out := run(t, curl, "-sS", "--http1.0", fmt.Sprintf("http://%s/item/%d", addr, i))
+				if out != "this body ends at the close\n" {
+					t.Fatalf("curl got %q", out)
+				}
+			}
+			r := s.stop(t)
+			wantNoParseErrors(t, r)
+			servers := filter(r.spans, func(s span) bool { return s.Kind == "server" })
+			clients := filter(r.spans, func(s span) bool { return s.Kind == "client" })
+			if len(servers) != requests || len(clients) != requests {
+				t.Fatalf("want %d server and %d client spans, got %d and %d (pending at exit %v):\n%v",
+					requests, requests, len(servers), len(clients), r.stats["pending_at_exit"], r.spans)
+			}
+			for i := range requests {
+				sp := findSpan(t, servers, "url.path", fmt.Sprintf("/item/%d", i))
+				if sp.attr("http.response.status_code") != "200" || sp.attr("network.protocol.version") != "1.0" {
+					t.Errorf("server span %s", sp)
+				}
+				if mode == "fork" && sp.res("process.pid") == fmt.Sprint(py.pid()) {
+					t.Errorf("the parent, which served nothing, has the span: %s", sp)
+				}
+			}
+		})
+	}
+}
+
 // A Go net/http server and client, both traced.
 func TestGoServerAndClient(t *testing.T) {
 	srv := startGoServer(t, "OTEL_SERVICE_NAME=go-hello")

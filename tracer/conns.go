@@ -28,6 +28,12 @@ func (r role) String() string {
 	return "unknown"
 }
 
+// sockKey names a connection by its process and kernel socket.
+type sockKey struct {
+	tgid uint32
+	sock uint64
+}
+
 // connKey names a connection as the process sees it. The kernel socket
 // address in conn.sock tells a reused fd from the connection it replaced.
 type connKey struct {
@@ -77,7 +83,11 @@ type conn struct {
 // connTable holds connection state with a hard cap: under connection churn
 // or a flood of sockets the least recently used connection is evicted.
 type connTable struct {
-	byKey   map[connKey]*conn
+	byKey map[connKey]*conn
+	// bySock finds a connection by its process and kernel socket, which
+	// is all a close event names. A process holding one socket under two
+	// fds has two connections; this names the latest added.
+	bySock  map[sockKey]*conn
 	perProc map[uint32]int // connections per tgid: most exiting processes have none
 	// byTuple counts connections by (local, remote): same-host linking
 	// asks whether the other end of a connection is tracked too.
@@ -96,7 +106,7 @@ type connTable struct {
 }
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
-	return &connTable{byKey: make(map[connKey]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
+	return &connTable{byKey: make(map[connKey]*conn), bySock: make(map[sockKey]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
 		closed: make(map[[2]netip.AddrPort]time.Time), servers: make(map[uint32]int),
 		lru: list.New(), max: max, limits: limits}
 }
@@ -134,6 +144,15 @@ func (t *connTable) pruneClosed(now time.Time) {
 	}
 }
 
+// ofSock returns the connection of process tgid on kernel socket sock.
+func (t *connTable) ofSock(tgid uint32, sock uint64) *conn {
+	c := t.bySock[sockKey{tgid, sock}]
+	if c != nil {
+		t.lru.MoveToFront(c.elem)
+	}
+	return c
+}
+
 func (t *connTable) get(k connKey) *conn {
 	c := t.byKey[k]
 	if c != nil {
@@ -161,6 +180,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	c.localAddr, c.remoteAddr = c.local.Addr().String(), c.remote.Addr().String()
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
+	t.bySock[sockKey{c.key.tgid, c.sock}] = c
 	t.perProc[c.key.tgid]++
 	t.byTuple[[2]netip.AddrPort{c.local, c.remote}]++
 	if c.role == roleServer {
@@ -173,6 +193,9 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 func (t *connTable) remove(c *conn) {
 	if t.byKey[c.key] == c {
 		delete(t.byKey, c.key)
+		if sk := (sockKey{c.key.tgid, c.sock}); t.bySock[sk] == c {
+			delete(t.bySock, sk)
+		}
 		t.lru.Remove(c.elem)
 		if t.perProc[c.key.tgid]--; t.perProc[c.key.tgid] <= 0 {
 			delete(t.perProc, c.key.tgid)

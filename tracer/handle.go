@@ -34,7 +34,9 @@ func (t *Tracer) handle(raw []byte) {
 	case eventConnect:
 		t.onOpen(e, roleClient)
 	case eventClose:
-		if c := t.conns.get(connKey{e.Tgid, e.Fd}); c != nil && c.sock == e.Sock {
+		// Seen at the socket once its last fd is gone: the connection is
+		// found by its process and socket (bpf/socket.c sock_state).
+		if c := t.conns.ofSock(e.Tgid, e.Sock); c != nil {
 			t.closeConn(c)
 		}
 	case eventExec:

@@ -75,9 +75,13 @@ func (s sock) data(t *testing.T, tr *Tracer, dir uint8, ts uint64, payload strin
 	tr.handle(encodeEvent(t, e, []byte(payload)))
 }
 
+// close reports the socket's last close as the kernel does: at the
+// socket, with the fd already gone.
 func (s sock) close(t *testing.T, tr *Tracer) {
 	t.Helper()
-	tr.handle(encodeEvent(t, s.event(eventClose), nil))
+	e := s.event(eventClose)
+	e.Fd = -1
+	tr.handle(encodeEvent(t, e, nil))
 }
 
 const (
@@ -278,6 +282,41 @@ func TestHandleFDReuse(t *testing.T) {
 	again.open(t, tr, eventAccept)
 	if len(sink.spans) != 2 || tr.conns.get(connKey{1, 3}).sock != 9 {
 		t.Errorf("accept over a tracked fd: %d spans", len(sink.spans))
+	}
+}
+
+// The kernel reports a socket's last close, with no fd (bpf/socket.c
+// sock_state): it ends the closing process's connection on that socket and
+// no other, and a socket a forked child still holds is not ended by the
+// parent's close, which the kernel does not report.
+func TestHandleCloseBySocket(t *testing.T) {
+	fp := newFakeProc(t)
+	tr, sink := handTracer(t, fp, 16)
+	parent := sock{tgid: 1, fd: 4, id: 0x77, local: "127.0.0.1:80", remote: "127.0.0.1:5000"}
+	parent.open(t, tr, eventAccept)
+	child := parent
+	child.tgid, child.fd = 2, 5 // the child holds the socket under another fd
+	child.data(t, tr, dirIngress, 100, "GET / HTTP/1.0\r\n\r\n", 0)
+	child.data(t, tr, dirEgress, 200, "HTTP/1.0 200 OK\r\n\r\nuntil close", 0)
+	if len(sink.spans) != 0 {
+		t.Fatalf("a body delimited by the close ended before it: %d spans", len(sink.spans))
+	}
+
+	other := child
+	other.id = 0x78
+	other.close(t, tr)
+	if tr.conns.get(connKey{2, 5}) == nil || len(sink.spans) != 0 {
+		t.Fatalf("the close of another socket ended the connection")
+	}
+	child.close(t, tr)
+	if tr.conns.get(connKey{2, 5}) != nil || len(sink.spans) != 1 {
+		t.Fatalf("the child's close: connection %v, %d spans", tr.conns.get(connKey{2, 5}), len(sink.spans))
+	}
+	if a := spanAttrs(t, sink.spans[0]); a["http.response.status_code"].AsInt64() != 200 {
+		t.Errorf("span attributes %v", sink.spans[0].Attributes)
+	}
+	if tr.conns.get(connKey{1, 4}) == nil {
+		t.Errorf("the child's close ended the parent's connection")
 	}
 }
 

@@ -98,7 +98,6 @@ const (
 	socketMapSslCalls        = "ssl_calls"
 	socketMapSslSocks        = "ssl_socks"
 	socketMapTargets         = "targets"
-	socketProgEnterClose     = "enter_close"
 	socketProgExitAccept     = "exit_accept"
 	socketProgExitAccept4    = "exit_accept4"
 	socketProgExitConnect    = "exit_connect"
@@ -116,6 +115,7 @@ const (
 	socketProgProcessExec    = "process_exec"
 	socketProgProcessExit    = "process_exit"
 	socketProgProcessFork    = "process_fork"
+	socketProgSockState      = "sock_state"
 	socketVarCfgCaptureBytes = "cfg_capture_bytes"
 	socketVarCfgInject       = "cfg_inject"
 	socketVarCfgSelfTgid     = "cfg_self_tgid"
@@ -168,7 +168,6 @@ type socketSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketProgramSpecs struct {
-	EnterClose     *ebpf.ProgramSpec `ebpf:"enter_close"`
 	ExitAccept     *ebpf.ProgramSpec `ebpf:"exit_accept"`
 	ExitAccept4    *ebpf.ProgramSpec `ebpf:"exit_accept4"`
 	ExitConnect    *ebpf.ProgramSpec `ebpf:"exit_connect"`
@@ -186,6 +185,7 @@ type socketProgramSpecs struct {
 	ProcessExec    *ebpf.ProgramSpec `ebpf:"process_exec"`
 	ProcessExit    *ebpf.ProgramSpec `ebpf:"process_exit"`
 	ProcessFork    *ebpf.ProgramSpec `ebpf:"process_fork"`
+	SockState      *ebpf.ProgramSpec `ebpf:"sock_state"`
 }
 
 // socketMapSpecs contains maps before they are loaded into the kernel.
@@ -280,7 +280,6 @@ type socketVariables struct {
 //
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketPrograms struct {
-	EnterClose     *ebpf.Program `ebpf:"enter_close"`
 	ExitAccept     *ebpf.Program `ebpf:"exit_accept"`
 	ExitAccept4    *ebpf.Program `ebpf:"exit_accept4"`
 	ExitConnect    *ebpf.Program `ebpf:"exit_connect"`
@@ -298,11 +297,11 @@ type socketPrograms struct {
 	ProcessExec    *ebpf.Program `ebpf:"process_exec"`
 	ProcessExit    *ebpf.Program `ebpf:"process_exit"`
 	ProcessFork    *ebpf.Program `ebpf:"process_fork"`
+	SockState      *ebpf.Program `ebpf:"sock_state"`
 }
 
 func (p *socketPrograms) Close() error {
 	return _SocketClose(
-		p.EnterClose,
 		p.ExitAccept,
 		p.ExitAccept4,
 		p.ExitConnect,
@@ -320,6 +319,7 @@ func (p *socketPrograms) Close() error {
 		p.ProcessExec,
 		p.ProcessExit,
 		p.ProcessFork,
+		p.SockState,
 	)
 }
 

@@ -33,7 +33,7 @@ func (s *collectSink) Export(sp *export.Span) {
 
 // sondeProgram reports whether a kernel program name is one of sonde's.
 func sondeProgram(name string) bool {
-	for _, p := range []string{"enter_", "exit_", "process_"} {
+	for _, p := range []string{"exit_", "sock_", "process_"} {
 		if strings.HasPrefix(name, p) {
 			return true
 		}

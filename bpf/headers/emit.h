@@ -79,11 +79,21 @@ static __always_inline bool current_selected(void)
 	return selected(bpf_get_current_pid_tgid() >> 32);
 }
 
-// fill_event writes every field of an event header: a header reserved in
-// the ring buffer holds whatever an earlier record left there.
-static __always_inline void fill_event(struct event *e, __u8 kind, __u8 syscall, int fd, struct sock *sk)
+// task_id is what bpf_get_current_pid_tgid returns, read from the current
+// task the caller holds already with direct loads. Each helper call is a
+// call and a return, and on CPUs whose kernels mitigate return-stack
+// attacks (AMD's SRSO "safe RET", as on these machines) every return goes
+// through a thunk: the data path asks for the task once per event.
+static __always_inline __u64 task_id(struct task_struct *task)
 {
-	__u64 id = bpf_get_current_pid_tgid();
+	return (__u64)task->tgid << 32 | (__u32)task->pid;
+}
+
+// fill_event writes every field of an event header: a header reserved in
+// the ring buffer holds whatever an earlier record left there. id is the
+// current thread's bpf_get_current_pid_tgid.
+static __always_inline void fill_event(struct event *e, __u64 id, __u8 kind, __u8 syscall, int fd, struct sock *sk)
+{
 	e->ts = bpf_ktime_get_ns();
 	e->sock = (__u64)sk;
 	e->tgid = id >> 32;
@@ -127,7 +137,7 @@ static __always_inline struct event_buf *new_event(__u8 kind, __u8 syscall, int 
 	struct event_buf *b = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!b)
 		return NULL;
-	fill_event(&b->hdr, kind, syscall, fd, sk);
+	fill_event(&b->hdr, bpf_get_current_pid_tgid(), kind, syscall, fd, sk);
 	return b;
 }
 

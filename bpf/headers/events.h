@@ -29,7 +29,7 @@ enum event_kind {
 	EVENT_DATA = 1,    // bytes moved on a TCP socket
 	EVENT_ACCEPT = 2,  // a connection accepted: the process is the server
 	EVENT_CONNECT = 3, // a connection initiated: the process is the client
-	EVENT_CLOSE = 4,   // the process closed its fd of a TCP socket
+	EVENT_CLOSE = 4,   // the process closed a TCP socket's last fd; fd is -1 (bpf/socket.c sock_state)
 	EVENT_EXEC = 5,    // a process called execve; payload: the executed path, NUL, argv (NUL-separated)
 	EVENT_EXIT = 6,    // a selected process exited
 	EVENT_FORK = 7,    // a selected process forked: tgid is the child's

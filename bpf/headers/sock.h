@@ -40,14 +40,13 @@ static __always_inline struct file *file_slot(struct file **slot)
 	return f;
 }
 
-// Returns the struct sock behind fd when fd is a TCP socket (IPv4 or IPv6),
-// else NULL. Field offsets are relocated one by one (CO-RE): kernels insert
-// fields into these structs (PLATFORM.md).
-static __always_inline struct sock *tcp_sock_of_fd(int fd)
+// Returns the struct sock behind fd of task, the current one, when fd is a
+// TCP socket (IPv4 or IPv6), else NULL. Field offsets are relocated one by
+// one (CO-RE): kernels insert fields into these structs (PLATFORM.md).
+static __always_inline struct sock *tcp_sock_of_fd(struct task_struct *task, int fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct fdtable *fdt = task->files->fdt;
 	if ((unsigned int)fd >= fdt->max_fds)
 		return NULL;
