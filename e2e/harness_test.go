@@ -24,7 +24,7 @@ var bins struct {
 	dir                                string
 	sonde, goserver, goclient, rategen string
 	sleepserver, h2cserver, grpcpair   string
-	spanfloor                          string
+	spanfloor, syscallfloor            string
 }
 
 func TestMain(m *testing.M) {
@@ -42,15 +42,17 @@ func TestMain(m *testing.M) {
 	bins.h2cserver = filepath.Join(dir, "h2cserver")
 	bins.grpcpair = filepath.Join(dir, "grpcpair")
 	bins.spanfloor = filepath.Join(dir, "spanfloor")
+	bins.syscallfloor = filepath.Join(dir, "syscallfloor")
 	for out, pkg := range map[string]string{
-		bins.sonde:       "../cmd/sonde",
-		bins.goserver:    "./testdata/goserver",
-		bins.goclient:    "./testdata/goclient",
-		bins.rategen:     "./testdata/rategen",
-		bins.sleepserver: "./testdata/sleepserver",
-		bins.h2cserver:   "./testdata/h2cserver",
-		bins.grpcpair:    "./testdata/grpcpair",
-		bins.spanfloor:   "./testdata/spanfloor",
+		bins.sonde:        "../cmd/sonde",
+		bins.goserver:     "./testdata/goserver",
+		bins.goclient:     "./testdata/goclient",
+		bins.rategen:      "./testdata/rategen",
+		bins.sleepserver:  "./testdata/sleepserver",
+		bins.h2cserver:    "./testdata/h2cserver",
+		bins.grpcpair:     "./testdata/grpcpair",
+		bins.spanfloor:    "./testdata/spanfloor",
+		bins.syscallfloor: "./testdata/syscallfloor",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
