@@ -571,10 +571,60 @@ static __noinline void report(struct sk_msg_md *msg, struct inject_state *st, st
 	count(COUNTER_EVENTS);
 }
 
+// What scanning one window of a message found, in offsets from the
+// window's start.
+struct window {
+	__u32 consumed;  // bytes the scan took
+	__u32 inject_at; // where to insert, or INJECT_NONE
+	__u32 req_start; // where the latest request began, or INJECT_NONE
+	__u32 off;       // 1: the framing is lost
+};
+
+// scan_window_at reads the window of msg that starts at pos into st->win
+// and scans it. A global function, for the verifier: a static one, and the
+// bpf_loop callback in it, are checked again for every round of
+// inject_msg's loop with that round's state, and on 6.18 kernels the walk
+// passed the verifier's million-instruction limit. A global function is
+// checked once, from its argument types alone (st and w may then be NULL
+// as far as the verifier knows).
+__noinline int scan_window_at(struct sk_msg_md *msg, struct inject_state *st, __u32 pos, __u32 size, struct window *w)
+{
+	if (!st || !w)
+		return -1;
+	__u32 end = pos + INJECT_WIN;
+	if (end > size)
+		end = size;
+	if (bpf_msg_pull_data(msg, pos, end, 0))
+		return -1;
+	void *data = (void *)(long)msg->data;
+	void *data_end = (void *)(long)msg->data_end;
+	__u64 n = data_end - data;
+	if (n > INJECT_WIN)
+		n = INJECT_WIN;
+	if (n == 0 || bpf_probe_read_kernel(st->win, n, data))
+		return -1;
+	struct scan sc = {.st = st, .n = n, .inject_at = INJECT_NONE, .req_start = INJECT_NONE};
+	bpf_loop(INJECT_WIN, scan_window, &sc, 0);
+	w->consumed = sc.i;
+	w->inject_at = sc.inject_at;
+	w->req_start = sc.req_start;
+	w->off = sc.off;
+	return 0;
+}
+
 // Inserts the traceparent at message offset at. The IDs are a Go client
 // probe's when it named them for this socket, else new ones.
-static __noinline int inject(struct sk_msg_md *msg, struct inject_state *st, __u32 at)
+//
+// A global function, not a static one: the verifier checks a static
+// subprogram again at every call site with the caller's state, which here
+// is every round of inject_msg's loop, and on 6.18 kernels that walk
+// passed its million-instruction limit. A global function is checked once,
+// on its own, from its argument types: st may then be NULL as far as the
+// verifier knows.
+__noinline int inject(struct sk_msg_md *msg, struct inject_state *st, __u32 at)
 {
+	if (!st)
+		return -1;
 	struct sock *sk = (struct sock *)msg->sk;
 	__u64 key = (__u64)sk;
 	struct inject_ctx ids;
@@ -646,7 +696,7 @@ int inject_msg(struct sk_msg_md *msg)
 	// The sequence number of this message's first byte: TCP has taken
 	// every earlier message, and takes this one after the verdict.
 	__u32 seq0 = AS(struct tcp_sock, (struct sock *)sk)->write_seq;
-	struct scan sc = {.st = st};
+	struct window w = {};
 #pragma clang loop unroll(disable)
 	for (int round = 0; round < INJECT_ROUNDS; round++) {
 		if (pos >= size)
@@ -661,30 +711,14 @@ int inject_msg(struct sk_msg_md *msg)
 				st->phase = st->phase == PH_BODY ? PH_START : PH_CHUNK_END;
 			continue;
 		}
-		__u32 end = pos + INJECT_WIN;
-		if (end > size)
-			end = size;
-		if (bpf_msg_pull_data(msg, pos, end, 0))
+		if (scan_window_at(msg, st, pos, size, &w))
 			break;
-		void *data = (void *)(long)msg->data;
-		void *data_end = (void *)(long)msg->data_end;
-		__u64 n = data_end - data;
-		if (n > INJECT_WIN)
-			n = INJECT_WIN;
-		if (n == 0 || bpf_probe_read_kernel(st->win, n, data))
+		if (w.req_start != INJECT_NONE)
+			st->req_seq = seq0 + pos + w.req_start;
+		if (w.off)
 			break;
-		sc.n = n;
-		sc.i = 0;
-		sc.inject_at = INJECT_NONE;
-		sc.req_start = INJECT_NONE;
-		sc.off = 0;
-		bpf_loop(INJECT_WIN, scan_window, &sc, 0);
-		if (sc.req_start != INJECT_NONE)
-			st->req_seq = seq0 + pos + sc.req_start;
-		if (sc.off)
-			break;
-		pos += sc.i;
-		if (sc.inject_at != INJECT_NONE) {
+		pos += w.consumed;
+		if (w.inject_at != INJECT_NONE) {
 			if (inject(msg, st, pos)) {
 				count(COUNTER_INJECT_FAILED);
 				break;

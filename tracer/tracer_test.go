@@ -345,6 +345,9 @@ func TestNewAttachAndClose(t *testing.T) {
 // Each selection mode sets the kernel's switches differently, and the
 // verifier prunes the code a switch turns off: every mode must load, or a
 // path such as the exec handler would go unverified until a user hits it.
+// Injection loads an object of its own, whose sk_msg program once passed
+// the verifier's instruction limit on a newer kernel unnoticed but by the
+// end-to-end tests.
 func TestNewLoadsInEverySelectionMode(t *testing.T) {
 	testutil.RequireBPF(t)
 	testutil.RequireTracepoints(t)
@@ -358,6 +361,7 @@ func TestNewLoadsInEverySelectionMode(t *testing.T) {
 		{"exe", Options{Exe: []string{"/nonexistent/sonde-test"}}},
 		{"rules", Options{Select: []discover.Rule{{Cmdline: "*sonde-test*"}}}},
 		{"all but excluded", Options{Exclude: []discover.Rule{{Exe: "/nonexistent/*"}}}},
+		{"pids with injection", Options{PIDs: []int{pid}, Inject: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts
@@ -376,6 +380,9 @@ func TestNewLoadsInEverySelectionMode(t *testing.T) {
 			}
 			if (all == 1) != !tr.selection.enabled() || (watch == 1) != tr.selection.watchExec() {
 				t.Errorf("cfg_trace_all %d, cfg_watch_exec %d for selection %s", all, watch, tr.targetDescription())
+			}
+			if o.Inject && (tr.inject == nil || tr.inject.msgProg == nil) {
+				t.Errorf("injection asked for, but its programs are not loaded")
 			}
 		})
 	}
