@@ -50,15 +50,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 	wrk := testutil.RequireTool(b, "wrk")
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
-	rounds := 3
-	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_ROUNDS")); err == nil && r > 0 {
-		rounds = r
-	}
-	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
-	rate := 10000
-	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_RATE")); err == nil {
-		rate = r
-	}
+	rounds, duration, rate := benchSettings(3)
 	var closedBase, closedTraced, openBase, openTraced runStats
 	var serverAdded added
 	var sondeClosed, sondeOpen, bpfOpen, bpfGoOpen time.Duration
@@ -139,15 +131,7 @@ func BenchmarkHTTPHello(b *testing.B) {
 func BenchmarkSocketPath(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
-	rounds := 5
-	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_ROUNDS")); err == nil && r > 0 {
-		rounds = r
-	}
-	duration := envDuration("SONDE_BENCH_DURATION", 5*time.Second)
-	rate := 10000
-	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_RATE")); err == nil {
-		rate = r
-	}
+	rounds, duration, rate := benchSettings(5)
 	var added, addedPinned added
 	var floorGet, floorRead []float64
 	var hooked, hookedRequests int64
@@ -268,6 +252,20 @@ func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool) (untra
 		b.Fatalf("%d requests but the receiver got %d spans", out[1].requests, got)
 	}
 	return out[0], out[1]
+}
+
+// benchSettings are the Go hello benchmarks' rounds (SONDE_BENCH_ROUNDS,
+// else rounds), the length of each (SONDE_BENCH_DURATION, 5s) and the
+// fixed request rate of the open-loop ones (SONDE_BENCH_RATE, 10000/s).
+func benchSettings(rounds int) (int, time.Duration, int) {
+	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_ROUNDS")); err == nil && r > 0 {
+		rounds = r
+	}
+	rate := 10000
+	if r, err := strconv.Atoi(os.Getenv("SONDE_BENCH_RATE")); err == nil {
+		rate = r
+	}
+	return rounds, envDuration("SONDE_BENCH_DURATION", 5*time.Second), rate
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
