@@ -430,6 +430,25 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
+// A socket the network closed already (a reset, or a close finished while
+// the process still held it) changes no state when the process closes it:
+// tcp_close destroys it at once, in the closer's context and with the
+// socket locked by it (sk_lock.owned). Destruction in softirq, of an
+// orphan whose close handshake ended, finds it unlocked. A socket whose
+// close both changed its state and destroyed it is reported twice, and
+// userspace has forgotten it by the second.
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int sock_destroy(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->skaddr;
+	if (!AS(struct sock, sk)->sk_lock.owned || !current_selected())
+		return 0;
+	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, -1, sk);
+	if (b)
+		submit(b);
+	return 0;
+}
+
 // ---- processes ----------------------------------------------------------------
 
 // With --exe selectors, a process that execs is selected provisionally at

@@ -96,14 +96,16 @@ func TestPythonServerCurlClient(t *testing.T) {
 
 // Responses without a length end when the server closes the connection:
 // the server span can only end at the close, which sonde sees where TCP
-// closes the socket. Served by the process that accepted, and by forked
+// closes the socket. Served by the process that accepted; by forked
 // children after the parent closed its copy of the socket, which must not
-// end the child's connection. The servers stay alive, so their exit cannot
+// end the child's connection; and by a server that shuts its side down and
+// closes after the client did, when TCP has finished with the socket and
+// the close only destroys it. The servers stay alive, so their exit cannot
 // stand in for the close.
 func TestCloseDelimitedBody(t *testing.T) {
 	python := testutil.RequireTool(t, "python3")
 	curl := testutil.RequireTool(t, "curl")
-	for _, mode := range []string{"single", "fork"} {
+	for _, mode := range []string{"single", "fork", "shutdown"} {
 		t.Run(mode, func(t *testing.T) {
 			port := freePort(t)
 			py := startProc(t, nil, python, "testdata/closeserver/server.py", port, mode)

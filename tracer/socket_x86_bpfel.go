@@ -115,6 +115,7 @@ const (
 	socketProgProcessExec    = "process_exec"
 	socketProgProcessExit    = "process_exit"
 	socketProgProcessFork    = "process_fork"
+	socketProgSockDestroy    = "sock_destroy"
 	socketProgSockState      = "sock_state"
 	socketVarCfgCaptureBytes = "cfg_capture_bytes"
 	socketVarCfgInject       = "cfg_inject"
@@ -185,6 +186,7 @@ type socketProgramSpecs struct {
 	ProcessExec    *ebpf.ProgramSpec `ebpf:"process_exec"`
 	ProcessExit    *ebpf.ProgramSpec `ebpf:"process_exit"`
 	ProcessFork    *ebpf.ProgramSpec `ebpf:"process_fork"`
+	SockDestroy    *ebpf.ProgramSpec `ebpf:"sock_destroy"`
 	SockState      *ebpf.ProgramSpec `ebpf:"sock_state"`
 }
 
@@ -297,6 +299,7 @@ type socketPrograms struct {
 	ProcessExec    *ebpf.Program `ebpf:"process_exec"`
 	ProcessExit    *ebpf.Program `ebpf:"process_exit"`
 	ProcessFork    *ebpf.Program `ebpf:"process_fork"`
+	SockDestroy    *ebpf.Program `ebpf:"sock_destroy"`
 	SockState      *ebpf.Program `ebpf:"sock_state"`
 }
 
@@ -319,6 +322,7 @@ func (p *socketPrograms) Close() error {
 		p.ProcessExec,
 		p.ProcessExit,
 		p.ProcessFork,
+		p.SockDestroy,
 		p.SockState,
 	)
 }

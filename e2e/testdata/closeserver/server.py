@@ -2,7 +2,10 @@
 # the server closes the connection, so only the close ends its exchange.
 # With "fork" a child serves each connection and the parent closes its own
 # copy of the socket first, as pre-fork servers do; the child does not exit
-# after serving, so its process exit cannot stand in for the close.
+# after serving, so its process exit cannot stand in for the close. With
+# "shutdown" the server shuts its sending side down and closes only once
+# the client has closed too, as openssl s_server does: by then TCP has
+# finished with the socket, and the close changes no state.
 import ctypes
 import os
 import signal
@@ -10,7 +13,8 @@ import socket
 import sys
 import time
 
-fork = len(sys.argv) > 2 and sys.argv[2] == "fork"
+mode = sys.argv[2] if len(sys.argv) > 2 else "single"
+fork = mode == "fork"
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)
 srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,6 +38,11 @@ while True:
         if head:  # the harness's port probe sends nothing
             conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n")
             conn.sendall(b"this body ends at the close\n")
+            if mode == "shutdown":
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(4096):
+                    pass
+                time.sleep(0.05)  # the client's FIN is acknowledged
     except OSError:
         pass
     conn.close()
