@@ -382,10 +382,10 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 
 // A TCP socket's last close, seen where TCP closes it, not at close(2): a
 // sys_enter tracepoint, the only one sonde would need, makes the kernel
-// run its tracepoint dispatch on entry to every syscall of every process
-// on the host while sonde runs (in a profile of a traced Go server, 0.2 us
-// of each request went to it), where this tracepoint fires only when a TCP
-// socket changes state. A close by a kernel worker (a file put from
+// run its enter-side dispatch on every syscall of every process on the
+// host while sonde runs (about 25 ns a syscall on one machine, within the
+// noise on another), where this tracepoint fires only when a TCP socket
+// changes state. A close by a kernel worker (a file put from
 // interrupt context) is not seen: the connection then stays until its fd
 // is reused, its process exits or the table evicts it.
 //
