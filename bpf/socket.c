@@ -33,12 +33,15 @@ static __always_inline struct pt_regs *syscall_regs(struct task_struct *task)
 	return (struct pt_regs *)bpf_task_pt_regs(task);
 }
 
-// current_task_selected returns the current task when its process is
-// selected, else NULL. The data path holds on to the task: its tgid, pid,
-// registers and fd table are all read from it, where a helper call each
-// cost a call and a thunked return (task_id).
-static __always_inline struct task_struct *current_task_selected(void)
+// data_task returns the current task when a syscall that returned ret is
+// to be reported: it moved bytes and its process is selected; else NULL.
+// The data path holds on to the task: its tgid, pid, registers and fd
+// table are all read from it, where a helper call each cost a call and a
+// thunked return (task_id).
+static __always_inline struct task_struct *data_task(long ret)
 {
+	if (ret <= 0)
+		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
 	return selected(task->tgid) ? task : NULL;
 }
@@ -180,9 +183,7 @@ static __always_inline void emit_direct(struct task_struct *task, __u8 syscall, 
 // read, write, sendto, recvfrom: (fd, buf, len, ...)
 static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0)
-		return 0;
-	struct task_struct *task = current_task_selected();
+	struct task_struct *task = data_task(ret);
 	if (!task)
 		return 0;
 	struct pt_regs *regs = syscall_regs(task);
@@ -218,9 +219,7 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 // readv, writev: (fd, iov, iovcnt)
 static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0)
-		return 0;
-	struct task_struct *task = current_task_selected();
+	struct task_struct *task = data_task(ret);
 	if (!task)
 		return 0;
 	struct pt_regs *regs = syscall_regs(task);
@@ -235,9 +234,7 @@ static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 // sendmsg, recvmsg: (fd, msghdr, flags)
 static __always_inline int data_msg(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0)
-		return 0;
-	struct task_struct *task = current_task_selected();
+	struct task_struct *task = data_task(ret);
 	if (!task)
 		return 0;
 	struct pt_regs *regs = syscall_regs(task);
@@ -283,9 +280,7 @@ static long mmsg_one(__u32 i, struct mmsg_walk *w)
 // the verifier took over a second per program to load it.
 static __always_inline int data_mmsg(__u8 syscall, __u8 dir, long ret)
 {
-	if (ret <= 0)
-		return 0;
-	struct task_struct *task = current_task_selected();
+	struct task_struct *task = data_task(ret);
 	if (!task)
 		return 0;
 	struct pt_regs *regs = syscall_regs(task);
@@ -323,9 +318,7 @@ EXIT(recvmmsg, SYS_RECVMMSG, data_mmsg, DIR_INGRESS)
 SEC("tracepoint/syscalls/sys_exit_sendfile64")
 int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 {
-	if (ctx->ret <= 0)
-		return 0;
-	struct task_struct *task = current_task_selected();
+	struct task_struct *task = data_task(ctx->ret);
 	if (!task)
 		return 0;
 	struct event_buf *b = data_event(task, SYS_SENDFILE, DIR_EGRESS, ctx->ret, syscall_regs(task)->di);
@@ -412,6 +405,14 @@ static __always_inline bool file_dying(struct file *f)
 	return AS(struct file___pre613, f)->f_count.counter == 0;
 }
 
+// report_close reports the close of sk by the current process.
+static __always_inline void report_close(struct sock *sk)
+{
+	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, -1, sk);
+	if (b)
+		submit(b);
+}
+
 SEC("tracepoint/sock/inet_sock_set_state")
 int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
@@ -422,11 +423,8 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (!so)
 		return 0; // orphaned: closed already
 	struct file *f = AS(struct socket, so)->file;
-	if (!f || !file_dying(AS(struct file, f)) || !current_selected())
-		return 0;
-	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, -1, sk);
-	if (b)
-		submit(b);
+	if (f && file_dying(f) && current_selected())
+		report_close(sk);
 	return 0;
 }
 
@@ -441,11 +439,8 @@ SEC("tracepoint/tcp/tcp_destroy_sock")
 int sock_destroy(struct trace_event_raw_tcp_event_sk *ctx)
 {
 	struct sock *sk = (struct sock *)ctx->skaddr;
-	if (!AS(struct sock, sk)->sk_lock.owned || !current_selected())
-		return 0;
-	struct event_buf *b = new_event(EVENT_CLOSE, SYS_CLOSE, -1, sk);
-	if (b)
-		submit(b);
+	if (AS(struct sock, sk)->sk_lock.owned && current_selected())
+		report_close(sk);
 	return 0;
 }
 
