@@ -107,6 +107,16 @@ static __always_inline bool inside_ssl_call(struct task_struct *task, int fd, st
 	return true;
 }
 
+// payload_sock returns sk, a TCP socket of task (the current one) open as
+// fd, when its bytes are to be reported: not when they are ciphertext, for
+// then the SSL call's return reports the plaintext.
+static __always_inline struct sock *payload_sock(struct task_struct *task, int fd, struct sock *sk)
+{
+	if (tls_watch && inside_ssl_call(task, fd, sk))
+		return NULL;
+	return sk;
+}
+
 // data_sock is the TCP socket behind fd of task, the current one, when a
 // data event is to be reported for it, or NULL.
 static __always_inline struct sock *data_sock(struct task_struct *task, int fd)
@@ -114,9 +124,7 @@ static __always_inline struct sock *data_sock(struct task_struct *task, int fd)
 	struct sock *sk = tcp_sock_of_fd(task, fd);
 	if (!sk)
 		return NULL; // files, pipes, UDP, unix sockets: rejected at the source
-	if (tls_watch && inside_ssl_call(task, fd, sk))
-		return NULL; // ciphertext: the SSL call's return reports the plaintext
-	return sk;
+	return payload_sock(task, fd, sk);
 }
 
 // fill_data completes a data event's header for ret bytes moved on sk.
@@ -132,6 +140,17 @@ static __always_inline void fill_data(struct event *e, __u8 syscall, __u8 dir, l
 	}
 }
 
+// staged_event starts, in the staging slot, the event of a call that moved
+// ret > 0 bytes over sk, a TCP socket of a selected process to report.
+static __always_inline struct event_buf *staged_event(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk)
+{
+	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
+	if (!b)
+		return NULL;
+	fill_data(&b->hdr, syscall, dir, ret, sk);
+	return b;
+}
+
 // data_event starts the event of a syscall that moved ret > 0 bytes over a
 // TCP socket of a selected process, or returns NULL.
 static __always_inline struct event_buf *data_event(struct task_struct *task, __u8 syscall, __u8 dir, long ret, int fd)
@@ -139,11 +158,7 @@ static __always_inline struct event_buf *data_event(struct task_struct *task, __
 	struct sock *sk = data_sock(task, fd);
 	if (!sk)
 		return NULL;
-	struct event_buf *b = new_event(EVENT_DATA, syscall, fd, sk);
-	if (!b)
-		return NULL;
-	fill_data(&b->hdr, syscall, dir, ret, sk);
-	return b;
+	return staged_event(syscall, dir, ret, fd, sk);
 }
 
 // emit_direct reports a data event whose payload, n <= room bytes from one
@@ -180,6 +195,61 @@ static __always_inline void emit_direct(struct task_struct *task, __u8 syscall, 
 #define DIRECT_MEDIUM 1024
 #define DIRECT_LARGE 4096
 
+// report_buf reports ret bytes moved over sk, open as fd, from one user
+// buffer at ptr.
+static __always_inline void report_buf(struct task_struct *task, __u8 syscall, __u8 dir, long ret, int fd,
+				       struct sock *sk, __u64 ptr)
+{
+	// Injection scans what was received in the staging slot (note_served).
+	if (!cfg_inject) {
+		__u64 n = capture_limit(ret);
+		if (n <= DIRECT_SMALL)
+			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
+		else if (n <= DIRECT_MEDIUM)
+			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
+		else if (n <= DIRECT_LARGE)
+			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
+		if (n <= DIRECT_LARGE)
+			return;
+	}
+	struct event_buf *b = staged_event(syscall, dir, ret, fd, sk);
+	if (!b)
+		return;
+	capture_buf(b, ptr, ret);
+	submit(b);
+}
+
+// report_iov reports ret bytes moved over sk, open as fd, scattered over
+// the iovcnt iovecs at iov.
+static __always_inline void report_iov(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk, __u64 iov,
+				       __u64 iovcnt)
+{
+	struct event_buf *b = staged_event(syscall, dir, ret, fd, sk);
+	if (!b)
+		return;
+	capture_iov(b, iov, iovcnt, ret);
+	submit(b);
+}
+
+// report_msg reports ret bytes moved over sk, open as fd, by a sendmsg or
+// recvmsg of the user_msghdr at msg_ptr.
+static __always_inline void report_msg(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk, __u64 msg_ptr)
+{
+	struct user_msghdr msg;
+	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)msg_ptr))
+		__builtin_memset(&msg, 0, sizeof(msg)); // still report the byte count
+	report_iov(syscall, dir, ret, fd, sk, (__u64)msg.msg_iov, msg.msg_iovlen);
+}
+
+// report_count reports ret bytes moved over sk, open as fd, with no user
+// buffer to copy (sendfile, splice): the count keeps the parser's place.
+static __always_inline void report_count(__u8 syscall, __u8 dir, long ret, int fd, struct sock *sk)
+{
+	struct event_buf *b = staged_event(syscall, dir, ret, fd, sk);
+	if (b)
+		submit(b);
+}
+
 // read, write, sendto, recvfrom: (fd, buf, len, ...)
 static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 {
@@ -191,28 +261,9 @@ static __always_inline int data_buf(__u8 syscall, __u8 dir, long ret)
 	if (peeked(syscall, regs->r10))
 		return 0;
 	int fd = regs->di;
-	__u64 ptr = regs->si;
-	// Injection scans what was received in the staging slot (note_served).
-	if (!cfg_inject) {
-		__u64 n = capture_limit(ret);
-		if (n <= DIRECT_LARGE) {
-			struct sock *sk = data_sock(task, fd);
-			if (!sk)
-				return 0;
-			if (n <= DIRECT_SMALL)
-				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
-			else if (n <= DIRECT_MEDIUM)
-				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
-			else
-				emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
-			return 0;
-		}
-	}
-	struct event_buf *b = data_event(task, syscall, dir, ret, fd);
-	if (!b)
-		return 0;
-	capture_buf(b, ptr, ret);
-	submit(b);
+	struct sock *sk = data_sock(task, fd);
+	if (sk)
+		report_buf(task, syscall, dir, ret, fd, sk, regs->si);
 	return 0;
 }
 
@@ -223,11 +274,10 @@ static __always_inline int data_iov(__u8 syscall, __u8 dir, long ret)
 	if (!task)
 		return 0;
 	struct pt_regs *regs = syscall_regs(task);
-	struct event_buf *b = data_event(task, syscall, dir, ret, regs->di);
-	if (!b)
-		return 0;
-	capture_iov(b, regs->si, regs->dx, ret);
-	submit(b);
+	int fd = regs->di;
+	struct sock *sk = data_sock(task, fd);
+	if (sk)
+		report_iov(syscall, dir, ret, fd, sk, regs->si, regs->dx);
 	return 0;
 }
 
@@ -240,14 +290,10 @@ static __always_inline int data_msg(__u8 syscall, __u8 dir, long ret)
 	struct pt_regs *regs = syscall_regs(task);
 	if (peeked(syscall, regs->dx))
 		return 0;
-	struct user_msghdr msg;
-	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)regs->si))
-		__builtin_memset(&msg, 0, sizeof(msg)); // still report the byte count
-	struct event_buf *b = data_event(task, syscall, dir, ret, regs->di);
-	if (!b)
-		return 0;
-	capture_iov(b, (__u64)msg.msg_iov, msg.msg_iovlen, ret);
-	submit(b);
+	int fd = regs->di;
+	struct sock *sk = data_sock(task, fd);
+	if (sk)
+		report_msg(syscall, dir, ret, fd, sk, regs->si);
 	return 0;
 }
 
@@ -321,10 +367,128 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 	struct task_struct *task = data_task(ctx->ret);
 	if (!task)
 		return 0;
-	struct event_buf *b = data_event(task, SYS_SENDFILE, DIR_EGRESS, ctx->ret, syscall_regs(task)->di);
-	if (b)
-		submit(b);
+	int fd = syscall_regs(task)->di;
+	struct sock *sk = data_sock(task, fd);
+	if (sk)
+		report_count(SYS_SENDFILE, DIR_EGRESS, ctx->ret, fd, sk);
 	return 0;
+}
+
+// ---- the same, from the socket layer's tracepoints -------------------------
+//
+// Where the kernel has them (6.3 on), sock_send_length and sock_recv_length
+// fire as each sendmsg or recvmsg of a socket returns, inside the syscall
+// that made it, with the socket and the byte count. The loader prefers them
+// to the sys_exit programs above, which it keeps for older kernels and for
+// --data-hooks=syscalls:
+//   - A sys_exit tracepoint runs perf_syscall_exit, which builds a perf
+//     record, for every read and write on the host before any program can
+//     turn the call away. These fire for socket calls only, and a raw
+//     tracepoint calls the program straight away: about a third of the
+//     cost per hooked call, and the reads of files and pipes pay nothing.
+//   - They hand over the socket: no walk of the fd table.
+// The syscall's arguments are still in the task's saved registers, and
+// orig_ax says which call it is. sendmmsg and recvmmsg stay with their
+// sys_exit programs: a message's place in the vector is known only there.
+
+// x86-64 numbers of the calls that move a socket's bytes.
+enum {
+	NR_READ = 0,
+	NR_WRITE = 1,
+	NR_READV = 19,
+	NR_WRITEV = 20,
+	NR_SENDFILE = 40,
+	NR_SENDTO = 44,
+	NR_RECVFROM = 45,
+	NR_SENDMSG = 46,
+	NR_RECVMSG = 47,
+	NR_SPLICE = 275,
+	NR_RECVMMSG = 299,
+	NR_SENDMMSG = 307,
+};
+
+#define PF_IO_WORKER 0x00000010
+#define PF_KTHREAD 0x00200000
+#define TS_COMPAT 0x0002
+
+// sock_data reports ret bytes that the current task moved over sk in
+// direction dir. flags are the receive's flags.
+static __always_inline int sock_data(__u8 dir, struct sock *sk, int ret, int flags)
+{
+	struct task_struct *task = data_task(ret);
+	if (!task)
+		return 0;
+	if (dir == DIR_INGRESS && (flags & MSG_PEEK))
+		return 0; // the bytes stay queued for the read that takes them
+	if (task->flags & PF_KTHREAD)
+		return 0; // a kernel user of sockets (NFS, iSCSI): no syscall behind it
+	if (!tcp_only(sk))
+		return 0;
+	struct pt_regs *regs = syscall_regs(task);
+	// An io_uring worker's registers hold no syscall, and a 32-bit
+	// process numbers its calls differently: their bytes are counted as
+	// unread, never taken from a wrong buffer.
+	if ((task->flags & PF_IO_WORKER) || (task->thread_info.status & TS_COMPAT)) {
+		count(COUNTER_UNREAD_CALL);
+		return 0;
+	}
+	long nr = regs->orig_ax;
+	int fd = regs->di;
+	switch (nr) {
+	case NR_READ:
+	case NR_WRITE:
+	case NR_RECVFROM:
+	case NR_SENDTO: {
+		__u8 syscall = nr == NR_READ ? SYS_READ : nr == NR_WRITE ? SYS_WRITE : nr == NR_RECVFROM ? SYS_RECVFROM : SYS_SENDTO;
+		sk = payload_sock(task, fd, sk);
+		if (sk)
+			report_buf(task, syscall, dir, ret, fd, sk, regs->si);
+		return 0;
+	}
+	case NR_READV:
+	case NR_WRITEV:
+		sk = payload_sock(task, fd, sk);
+		if (sk)
+			report_iov(nr == NR_READV ? SYS_READV : SYS_WRITEV, dir, ret, fd, sk, regs->si, regs->dx);
+		return 0;
+	case NR_RECVMSG:
+	case NR_SENDMSG:
+		sk = payload_sock(task, fd, sk);
+		if (sk)
+			report_msg(nr == NR_RECVMSG ? SYS_RECVMSG : SYS_SENDMSG, dir, ret, fd, sk, regs->si);
+		return 0;
+	case NR_SENDFILE:
+		report_count(SYS_SENDFILE, dir, ret, fd, sk);
+		return 0;
+	case NR_SPLICE:
+		// splice(fd_in, off_in, fd_out, ...): a pipe's pages into the
+		// socket, reported like sendfile.
+		if (dir == DIR_EGRESS)
+			report_count(SYS_SENDFILE, dir, ret, regs->dx, sk);
+		else
+			count(COUNTER_UNREAD_CALL);
+		return 0;
+	case NR_SENDMMSG:
+	case NR_RECVMMSG:
+		return 0; // exit_sendmmsg, exit_recvmmsg
+	default:
+		count(COUNTER_UNREAD_CALL); // io_uring_enter, among others
+		return 0;
+	}
+}
+
+// sock_send_length(struct sock *sk, int ret, int flags)
+SEC("raw_tracepoint/sock_send_length")
+int sock_send(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sock_data(DIR_EGRESS, (struct sock *)ctx->args[0], (int)ctx->args[1], 0);
+}
+
+// sock_recv_length(struct sock *sk, int ret, int flags)
+SEC("raw_tracepoint/sock_recv_length")
+int sock_recv(struct bpf_raw_tracepoint_args *ctx)
+{
+	return sock_data(DIR_INGRESS, (struct sock *)ctx->args[0], (int)ctx->args[1], (int)ctx->args[2]);
 }
 
 // ---- connection lifecycle ---------------------------------------------------

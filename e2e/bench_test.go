@@ -107,20 +107,25 @@ func BenchmarkHTTPHello(b *testing.B) {
 //     machine does between them: on a shared VM an untraced server's CPU
 //     per request moved from 33 to 51 µs between rounds, ten times what
 //     tracing adds. Side by side, both servers live through the same
-//     moments. Measured twice: with both servers pinned to one CPU and the
-//     load generators and sonde on the others, which is what tracing costs
-//     the server's own syscalls, as on a host with cores to spare; and as
-//     the scheduler places everything, where sonde's own work shares the
-//     servers' cores.
+//     moments. Measured three times: with both servers pinned to one CPU
+//     and the load generators and sonde on the others, which is what
+//     tracing costs the server's own syscalls, as on a host with cores to
+//     spare; the same with the data path at the syscall exits
+//     (--data-hooks=syscalls, what kernels before 6.3 get), an A/B of the
+//     two data paths in one run; and as the scheduler places everything,
+//     where sonde's own work shares the servers' cores.
 //   - what every process on the host pays per syscall while sonde runs,
 //     traced or not, which side by side is paid by both servers and so
 //     left out of the difference: syscallfloor's least time per syscall
 //     with sonde running (tracing only an idle process) less without it,
 //     rounds alternating, the median of the pairs. Two syscalls: getppid,
-//     which nothing of sonde's hooks, and a read, whose sys_exit program
-//     turns it away. With the server's hooked syscalls per request (read
-//     and write calls, /proc/PID/io), the pinned figure plus these is what
-//     tracing adds to the server in all (_with_floor).
+//     which nothing of sonde's hooks, and a read of /dev/zero, which the
+//     socket-layer hooks never see (the syscall hooks' sys_exit program
+//     would turn it away). Both pay the syscall tracepoints' entry into
+//     the kernel's slow path, which the accept, connect and mmsg hooks
+//     keep on. With the server's read and write calls per request
+//     (/proc/PID/io), the pinned figure plus these is what tracing adds to
+//     the server in all (_with_floor).
 //   - its BPF run time in two rounds of their own, one tracing the server
 //     and one tracing only an idle process. The second is the floor every
 //     process pays on each syscall while sonde runs, selected or not; the
@@ -132,7 +137,7 @@ func BenchmarkSocketPath(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
 	rounds, duration, rate := benchSettings(5)
-	var added, addedPinned added
+	var added, addedPinned, addedPinnedSyscalls added
 	var floorGet, floorRead []float64
 	var hooked, hookedRequests int64
 	var bpfSelected, bpfFloor time.Duration
@@ -144,12 +149,13 @@ func BenchmarkSocketPath(b *testing.B) {
 			// always the traced one's.
 			first := i%2 == 0
 			if runtime.NumCPU() > 1 {
-				un, tr := sideBySide(b, duration, rate, true, first)
+				un, tr := sideBySide(b, duration, rate, true, first, "socket")
 				addedPinned.add(un, tr)
 				hooked += un.syscalls
 				hookedRequests += un.requests
+				addedPinnedSyscalls.add(sideBySide(b, duration, rate, true, first, "syscalls"))
 			}
-			added.add(sideBySide(b, duration, rate, false, first))
+			added.add(sideBySide(b, duration, rate, false, first, "socket"))
 			get, read := syscallFloor(b)
 			floorGet, floorRead = append(floorGet, get), append(floorRead, read)
 			t := tracedStats{bpfStats: true, noGo: true, noTLS: true}
@@ -170,6 +176,7 @@ func BenchmarkSocketPath(b *testing.B) {
 		perRequest := float64(hooked) / float64(hookedRequests)
 		b.ReportMetric(perRequest, "server_hooked_syscalls/req")
 		b.ReportMetric(addedPinned.median()+perRequest*floorReadMedian/1000, "server_µs_added/req_pinned_with_floor")
+		addedPinnedSyscalls.report(b, "server_µs_added/req_pinned_syscall_hooks")
 	}
 	added.report(b, "server_µs_added/req")
 	b.Logf("syscall floor, round by round (ns): getppid %.1f, read %.1f", floorGet, floorRead)
@@ -187,7 +194,7 @@ func BenchmarkSocketPath(b *testing.B) {
 // first started when first) with the socket path alone. It returns the
 // untraced and the traced server's figures over the same interval. pin
 // puts both servers on the last CPU and everything else on the others.
-func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool) (untraced, traced runStats) {
+func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool, dataHooks string) (untraced, traced runStats) {
 	b.Helper()
 	var prefix []string
 	if pin {
@@ -204,7 +211,7 @@ func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool) (untra
 	tr, un := srvs[0], srvs[1]
 	rcv := otlptest.StartCounter(b)
 	s := startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
-		"--pid", fmt.Sprint(tr.pid()), "--output", "otlp", "--go=false", "--tls=false")
+		"--pid", fmt.Sprint(tr.pid()), "--output", "otlp", "--go=false", "--tls=false", "--data-hooks", dataHooks)
 	var cpu0 [2]time.Duration
 	var io0 [2]int64
 	for i, srv := range []*goServer{un, tr} {

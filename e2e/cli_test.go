@@ -104,7 +104,7 @@ func TestDoctorReportsPlatform(t *testing.T) {
 	}
 	for name, want := range map[string]string{
 		"kprobes": "missing", "fentry": "missing", "probe_write_user": "missing",
-		"tracepoints": "ok", "uprobes": "ok", "btf": "ok", "ringbuf": "ok",
+		"tracepoints": "ok", "socket_tracepoints": "ok", "uprobes": "ok", "btf": "ok", "ringbuf": "ok",
 		"sockops": "ok", "sk_msg": "ok", "cgroup2": "ok", "capabilities": "ok",
 	} {
 		if got[name] != want {

@@ -156,12 +156,19 @@ func startSonde(t testing.TB, env []string, args ...string) *sondeRun {
 	return s
 }
 
+// dataHooks, when set, is the --data-hooks of every sonde the tests start
+// (TestSyscallDataHooks), and waitReady checks that sonde took them.
+var dataHooks string
+
 // traceArgs are sonde's arguments for a test run: JSON logs, and JSON spans
 // unless the test chose an output.
 func traceArgs(args []string) []string {
 	full := append([]string{"trace", "--log-format", "json"}, args...)
 	if !hasFlag(args, "--output") {
 		full = append(full, "--output", "json")
+	}
+	if dataHooks != "" && !hasFlag(args, "--data-hooks") {
+		full = append(full, "--data-hooks", dataHooks)
 	}
 	return full
 }
@@ -433,6 +440,9 @@ func (s *sondeRun) waitReady(t testing.TB, timeout time.Duration) {
 			t.Fatalf("sonde not ready after %v:\n%s", timeout, s.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+	if want := `"data_hooks":"` + dataHooks + `"`; dataHooks != "" && !strings.Contains(s.stderr.String(), want) {
+		t.Fatalf("sonde is not tracing with --data-hooks %s:\n%s", dataHooks, s.stderr.String())
 	}
 }
 

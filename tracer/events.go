@@ -41,6 +41,7 @@ const (
 	counterInjectPresent
 	counterInjectOff
 	counterInjectFailed
+	counterUnreadCall
 	counterMax
 )
 

@@ -63,6 +63,46 @@ type Options struct {
 	// joins the trace (bpf/inject.c). Requests that carry one already are
 	// left alone; traffic that stays on the host is never changed.
 	Inject bool
+
+	// DataHooks says where socket bytes are read: DataHooksAuto (the zero
+	// value) picks the socket layer's tracepoints where the kernel has
+	// them, else the syscall exit tracepoints.
+	DataHooks DataHooks
+}
+
+// DataHooks names the tracepoints the data path hooks (bpf/socket.c).
+type DataHooks int
+
+const (
+	// DataHooksAuto uses DataHooksSocket where its tracepoints attach, else
+	// DataHooksSyscalls.
+	DataHooksAuto DataHooks = iota
+	// DataHooksSocket reads bytes at sock:sock_send_length and
+	// sock:sock_recv_length (kernel 6.3 on): they fire for socket calls
+	// only, and cost a traced call about a third of a syscall tracepoint.
+	DataHooksSocket
+	// DataHooksSyscalls reads bytes at the sys_exit tracepoints of read,
+	// write and the other calls that move bytes: every kernel has them.
+	DataHooksSyscalls
+)
+
+var dataHooksNames = [...]string{"auto", "socket", "syscalls"}
+
+func (h DataHooks) String() string {
+	if h < 0 || int(h) >= len(dataHooksNames) {
+		return fmt.Sprintf("DataHooks(%d)", int(h))
+	}
+	return dataHooksNames[h]
+}
+
+// ParseDataHooks reads "auto", "socket" or "syscalls".
+func ParseDataHooks(s string) (DataHooks, error) {
+	for i, name := range dataHooksNames {
+		if s == name {
+			return DataHooks(i), nil
+		}
+	}
+	return 0, fmt.Errorf("data hooks %q: want auto, socket or syscalls", s)
 }
 
 // Limits of the kernel side, mirrored from bpf/headers/events.h.
@@ -112,6 +152,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.LinkMax < 0 {
 		return r, fmt.Errorf("link max %d: must be positive", r.LinkMax)
+	}
+	if r.DataHooks < DataHooksAuto || r.DataHooks > DataHooksSyscalls {
+		return r, fmt.Errorf("data hooks %d: unknown", int(r.DataHooks))
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)

@@ -116,6 +116,8 @@ const (
 	socketProgProcessExit    = "process_exit"
 	socketProgProcessFork    = "process_fork"
 	socketProgSockDestroy    = "sock_destroy"
+	socketProgSockRecv       = "sock_recv"
+	socketProgSockSend       = "sock_send"
 	socketProgSockState      = "sock_state"
 	socketVarCfgCaptureBytes = "cfg_capture_bytes"
 	socketVarCfgInject       = "cfg_inject"
@@ -187,6 +189,8 @@ type socketProgramSpecs struct {
 	ProcessExit    *ebpf.ProgramSpec `ebpf:"process_exit"`
 	ProcessFork    *ebpf.ProgramSpec `ebpf:"process_fork"`
 	SockDestroy    *ebpf.ProgramSpec `ebpf:"sock_destroy"`
+	SockRecv       *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend       *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SockState      *ebpf.ProgramSpec `ebpf:"sock_state"`
 }
 
@@ -300,6 +304,8 @@ type socketPrograms struct {
 	ProcessExit    *ebpf.Program `ebpf:"process_exit"`
 	ProcessFork    *ebpf.Program `ebpf:"process_fork"`
 	SockDestroy    *ebpf.Program `ebpf:"sock_destroy"`
+	SockRecv       *ebpf.Program `ebpf:"sock_recv"`
+	SockSend       *ebpf.Program `ebpf:"sock_send"`
 	SockState      *ebpf.Program `ebpf:"sock_state"`
 }
 
@@ -323,6 +329,8 @@ func (p *socketPrograms) Close() error {
 		p.ProcessExit,
 		p.ProcessFork,
 		p.SockDestroy,
+		p.SockRecv,
+		p.SockSend,
 		p.SockState,
 	)
 }

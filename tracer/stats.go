@@ -20,6 +20,11 @@ type Stats struct {
 	// TLSUnpaired counts plaintext an OpenSSL probe read for an SSL object
 	// whose socket was never seen: it could not be reported.
 	TLSUnpaired uint64
+	// UnreadCalls counts TCP sends and receives of selected processes
+	// made by calls whose buffer the socket-layer hooks cannot find: by
+	// io_uring, by a 32-bit process, or a splice out of a socket. Their
+	// bytes are not parsed.
+	UnreadCalls uint64
 	// User side.
 	Records       uint64            // ring-buffer records read
 	BadRecords    uint64            // records that did not decode
@@ -138,6 +143,7 @@ func (t *Tracer) Stats() Stats {
 		s.IOVCapped, s.MmsgCapped = k[counterIOVCapped], k[counterMmsgCapped]
 		s.TargetsFull = k[counterTargetsFull]
 		s.TLSUnpaired = k[counterTLSUnpaired]
+		s.UnreadCalls = k[counterUnreadCall]
 		s.Injected, s.InjectPresent = k[counterInjected], k[counterInjectPresent]
 		s.InjectOff, s.InjectFailed = k[counterInjectOff], k[counterInjectFailed]
 	}
@@ -188,6 +194,11 @@ func (t *Tracer) reportKernelCounters() {
 		t.log.Warn("new processes not selected: tgid beyond the targets bitmap",
 			"missed", full-t.lastTargetsFull, "missed_total", full)
 		t.lastTargetsFull = full
+	}
+	if n := k[counterUnreadCall]; n > t.lastUnreadCalls {
+		t.log.Warn("socket bytes moved by calls sonde cannot read (io_uring, 32-bit processes): not parsed",
+			"calls", n-t.lastUnreadCalls, "calls_total", n)
+		t.lastUnreadCalls = n
 	}
 	if n := k[counterTLSUnpaired]; n > t.lastTLSUnpaired {
 		t.log.Warn("TLS plaintext of a connection sonde never saw a socket for: not reported",

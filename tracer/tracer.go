@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +73,10 @@ type Tracer struct {
 	// lastTargetsFull is the kernel's targets-full count at the last report.
 	lastTargetsFull uint64
 	lastTLSUnpaired uint64
+	lastUnreadCalls uint64
+	// dataHooks is the data path attached: DataHooksSocket or
+	// DataHooksSyscalls.
+	dataHooks DataHooks
 	// final holds the kernel counters read just before Close frees them.
 	final   *[counterMax]uint64
 	closeMu sync.Mutex
@@ -318,13 +323,66 @@ func boolByte(b bool) uint8 {
 
 // essential tracepoints: without them sonde cannot produce a single span.
 // Every other one only narrows what is seen, so its failure degrades.
-var essential = map[string]bool{
-	"sys_exit_read": true, "sys_exit_write": true,
-	"sys_exit_accept4": true, "inet_sock_set_state": true,
+var essential = map[string]bool{"sys_exit_accept4": true, "inet_sock_set_state": true}
+
+// The data path (bpf/socket.c) reads bytes at the socket layer's two
+// tracepoints, which must attach both or neither, or at the syscall exits
+// of the calls that move bytes, of which read and write are essential.
+// sendmmsg and recvmmsg are read at their syscall exits either way.
+var (
+	socketLayerPrograms = []string{"sock_send", "sock_recv"}
+	syscallDataPrograms = map[string]bool{
+		"exit_read": true, "exit_write": true, "exit_readv": true, "exit_writev": true,
+		"exit_sendto": true, "exit_recvfrom": true, "exit_sendmsg": true, "exit_recvmsg": true,
+		"exit_sendfile64": true,
+	}
+	essentialSyscallData = map[string]bool{"sys_exit_read": true, "sys_exit_write": true}
+)
+
+// attachSocketLayer attaches the socket-layer data programs unless the
+// options ask for the syscall ones, and reports whether it did. In
+// DataHooksAuto their absence (a kernel before 6.3) is no error.
+func (t *Tracer) attachSocketLayer() (bool, error) {
+	if t.opts.DataHooks == DataHooksSyscalls {
+		return false, nil
+	}
+	var links []link.Link
+	for _, name := range socketLayerPrograms {
+		_, event, ok := tracepointOf(t.spec.Programs[name].SectionName)
+		if !ok {
+			return false, fmt.Errorf("program %s: unexpected section %q", name, t.spec.Programs[name].SectionName)
+		}
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: t.coll.Programs[name]})
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			if t.opts.DataHooks == DataHooksSocket {
+				return false, fmt.Errorf("attach raw tracepoint %s: %w", event, err)
+			}
+			t.log.Info("socket-layer tracepoints not attached; reading socket bytes at syscall exit",
+				"tracepoint", event, "error", err)
+			return false, nil
+		}
+		links = append(links, l)
+	}
+	t.links = append(t.links, links...)
+	return true, nil
 }
 
 func (t *Tracer) attach() error {
+	socketLayer, err := t.attachSocketLayer()
+	if err != nil {
+		return err
+	}
+	t.dataHooks = DataHooksSyscalls
+	if socketLayer {
+		t.dataHooks = DataHooksSocket
+	}
 	for name, ps := range t.spec.Programs {
+		if slices.Contains(socketLayerPrograms, name) || (socketLayer && syscallDataPrograms[name]) {
+			continue
+		}
 		group, event, ok := tracepointOf(ps.SectionName)
 		if !ok {
 			return fmt.Errorf("program %s: unexpected section %q", name, ps.SectionName)
@@ -337,7 +395,7 @@ func (t *Tracer) attach() error {
 			l, err = link.Tracepoint(group, event, t.coll.Programs[name], nil)
 		}
 		if err != nil {
-			if essential[event] {
+			if essential[event] || (!socketLayer && essentialSyscallData[event]) {
 				return fmt.Errorf("attach %s/%s: %w", group, event, err)
 			}
 			t.stats.attachFailures.Add(1)
@@ -404,7 +462,7 @@ const pollInterval = 50 * time.Millisecond
 func (t *Tracer) Run(ctx context.Context) error {
 	var rec ringbuf.Record
 	lastTick := time.Now()
-	t.log.Info("tracing", "probes", len(t.links), "targets", t.targetDescription())
+	t.log.Info("tracing", "probes", len(t.links), "targets", t.targetDescription(), "data_hooks", t.dataHooks.String())
 	t.countProcesses()
 	t.reader.SetDeadline(time.Now().Add(pollInterval))
 	for ctx.Err() == nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/sondehq/sonde/internal/testutil"
 	"github.com/sondehq/sonde/tracer/discover"
@@ -272,6 +273,17 @@ func TestNewAttachAndClose(t *testing.T) {
 			t.Errorf("no program for essential tracepoint %s", event)
 		}
 	}
+	// Auto takes the socket layer's tracepoints where the kernel has them
+	// (6.3 on; these machines run 6.18).
+	wantHooks := DataHooksSyscalls
+	if kernel, err := btf.LoadKernelSpec(); err != nil {
+		t.Fatal(err)
+	} else if _, err := kernel.AnyTypeByName("btf_trace_sock_recv_length"); err == nil {
+		wantHooks = DataHooksSocket
+	}
+	if tr.dataHooks != wantHooks {
+		t.Errorf("data hooks %s attached by default, want %s", tr.dataHooks, wantHooks)
+	}
 	if len(tr.links) < len(essential) {
 		t.Errorf("%d probes attached, fewer than the %d essential ones", len(tr.links), len(essential))
 	}
@@ -362,6 +374,8 @@ func TestNewLoadsInEverySelectionMode(t *testing.T) {
 		{"rules", Options{Select: []discover.Rule{{Cmdline: "*sonde-test*"}}}},
 		{"all but excluded", Options{Exclude: []discover.Rule{{Exe: "/nonexistent/*"}}}},
 		{"pids with injection", Options{PIDs: []int{pid}, Inject: true}},
+		{"pids, data at the syscalls", Options{PIDs: []int{pid}, DataHooks: DataHooksSyscalls}},
+		{"pids, data at the socket layer", Options{PIDs: []int{pid}, DataHooks: DataHooksSocket}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.opts
@@ -380,6 +394,9 @@ func TestNewLoadsInEverySelectionMode(t *testing.T) {
 			}
 			if (all == 1) != !tr.selection.enabled() || (watch == 1) != tr.selection.watchExec() {
 				t.Errorf("cfg_trace_all %d, cfg_watch_exec %d for selection %s", all, watch, tr.targetDescription())
+			}
+			if want := o.DataHooks; want != DataHooksAuto && tr.dataHooks != want {
+				t.Errorf("data hooks %s attached, want %s", tr.dataHooks, want)
 			}
 			if o.Inject && (tr.inject == nil || tr.inject.msgProg == nil) {
 				t.Errorf("injection asked for, but its programs are not loaded")

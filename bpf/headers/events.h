@@ -106,6 +106,7 @@ enum counter {
 	COUNTER_INJECT_PRESENT, // requests that carried a traceparent already: left alone
 	COUNTER_INJECT_OFF,     // connections injection stopped on: not HTTP/1, or framing lost
 	COUNTER_INJECT_FAILED,  // a socket could not be watched, or a header not written: nothing sent changed
+	COUNTER_UNREAD_CALL,    // TCP bytes of a selected process moved by a call whose buffer the socket hooks cannot find (io_uring, 32-bit calls)
 	COUNTER_MAX,
 };
 

@@ -40,6 +40,20 @@ static __always_inline struct file *file_slot(struct file **slot)
 	return f;
 }
 
+// tcp_only returns sk when it is a TCP socket (IPv4 or IPv6), else NULL.
+static __always_inline struct sock *tcp_only(struct sock *sk)
+{
+	if (!sk)
+		return NULL;
+	struct sock *s = AS(struct sock, sk);
+	__u16 family = s->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	if (s->sk_type != SOCK_STREAM || s->sk_protocol != IPPROTO_TCP)
+		return NULL;
+	return sk;
+}
+
 // Returns the struct sock behind fd of task, the current one, when fd is a
 // TCP socket (IPv4 or IPv6), else NULL. Field offsets are relocated one by
 // one (CO-RE): kernels insert fields into these structs (PLATFORM.md).
@@ -57,15 +71,7 @@ static __always_inline struct sock *tcp_sock_of_fd(struct task_struct *task, int
 	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
 		return NULL;
 	struct socket *socket = AS(struct socket, file->private_data);
-	struct sock *sk = socket->sk;
-	if (!sk)
-		return NULL;
-	__u16 family = sk->__sk_common.skc_family;
-	if (family != AF_INET && family != AF_INET6)
-		return NULL;
-	if (sk->sk_type != SOCK_STREAM || sk->sk_protocol != IPPROTO_TCP)
-		return NULL;
-	return sk;
+	return tcp_only(socket->sk);
 }
 
 // Fills the connection's addresses. IPv4 is written as an IPv4-mapped IPv6

@@ -43,6 +43,7 @@ type fileConfig struct {
 	TLS          *bool           `yaml:"tls"`
 	Go           *bool           `yaml:"go"`
 	Inject       *bool           `yaml:"inject"`
+	DataHooks    *string         `yaml:"data_hooks"`
 	OTLP         otlpConfig      `yaml:"otlp"`
 }
 
@@ -166,6 +167,7 @@ func (fc *fileConfig) validate() error {
 		{"link_max", fc.LinkMax != nil, func() error { return checkMaxConns(int(deref(fc.LinkMax))) }},
 		{"ui", fc.UI != nil, func() error { return checkUI(deref(fc.UI)) }},
 		{"metrics_addr", fc.MetricsAddr != nil, func() error { return checkMetricsAddr(deref(fc.MetricsAddr)) }},
+		{"data_hooks", fc.DataHooks != nil, func() error { return checkDataHooks(deref(fc.DataHooks)) }},
 	}
 	for _, c := range checks {
 		if !c.set {
@@ -323,6 +325,7 @@ func (fc *fileConfig) apply(c *traceConfig, flagSet map[string]bool) {
 	setIf(&c.tls, fc.TLS, !flagSet["tls"])
 	setIf(&c.goProbes, fc.Go, !flagSet["go"])
 	setIf(&c.inject, fc.Inject, !flagSet["inject"])
+	setIf(&c.dataHooks, fc.DataHooks, !flagSet["data-hooks"])
 }
 
 func setIf[T any](dst *T, src *T, ok bool) {

@@ -63,6 +63,7 @@ metrics_addr: 127.0.0.1:19464
 cpu_profile: /tmp/sonde.prof
 tls: false
 go: false
+data_hooks: syscalls
 otlp:
   endpoint: https://collector.example:4318
   protocol: http/protobuf
@@ -99,6 +100,7 @@ func TestConfigEveryField(t *testing.T) {
 		goProbes:     false,
 		linkHold:     250 * time.Millisecond,
 		linkMax:      500,
+		dataHooks:    "syscalls",
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -191,6 +193,7 @@ metrics_addr: 127.0.0.1:1
 cpu_profile: /tmp/file.prof
 tls: false
 go: false
+data_hooks: syscalls
 otlp:
   endpoint: http://file:4317
   protocol: grpc
@@ -203,7 +206,7 @@ otlp:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cfg.logLevel != "debug" || cfg.maxConns != 10 || cfg.output != "json" || !cfg.metricsAddr.explicit || cfg.tls || cfg.goProbes {
+		if cfg.logLevel != "debug" || cfg.maxConns != 10 || cfg.output != "json" || !cfg.metricsAddr.explicit || cfg.tls || cfg.goProbes || cfg.dataHooks != "syscalls" {
 			t.Errorf("file values not applied: %+v", cfg)
 		}
 	})
@@ -214,7 +217,7 @@ otlp:
 			"--pid", "3", "--exe", "from-flag", "--select", "port=9090", "--exclude", "exe=flag-excluded",
 			"--output", "text", "--capture-bytes", "4096", "--ring-buffer", "8M", "--max-conns", "65536",
 			"--log-format", "text", "--log-level", "info", "--flush-timeout", "10s",
-			"--metrics-addr", defaultMetricsAddr, "--cpu-profile", "", "--tls=true", "--go=true")
+			"--metrics-addr", defaultMetricsAddr, "--cpu-profile", "", "--tls=true", "--go=true", "--data-hooks", "auto")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,6 +238,7 @@ otlp:
 			goProbes:     true,
 			linkHold:     time.Second,
 			linkMax:      65536,
+			dataHooks:    "auto",
 		}
 		if !reflect.DeepEqual(*cfg, want) {
 			t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -287,7 +291,7 @@ otlp:
 func TestConfigUnknownKeysNameKeyAndLine(t *testing.T) {
 	for _, tc := range []struct{ text, want string }{
 		{"output: json\nlog_levle: debug\n",
-			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, ui, metrics_addr, cpu_profile, tls, go, inject, otlp`},
+			`line 2: unknown key "log_levle"; accepted keys are pid, exe, select, exclude, output, capture_bytes, ring_buffer, max_conns, log_format, log_level, flush_timeout, link_hold, link_max, ui, metrics_addr, cpu_profile, tls, go, inject, data_hooks, otlp`},
 		{"otlp:\n  endpoint: http://c:4317\n  endpiont: x\n",
 			`line 3: unknown key "otlp.endpiont"; accepted keys are endpoint, protocol, headers, insecure, timeout`},
 		{"select:\n  - exe: a\n  - exe: b\n    prot: 80\n",

@@ -55,6 +55,7 @@ func TestValidateNamesTheFieldAndAcceptedValues(t *testing.T) {
 		{[]string{"--output", "xml"}, "--output \"xml\": accepted values are otlp, text, json"},
 		{[]string{"--log-format", "yaml"}, "--log-format \"yaml\": accepted values are text, json"},
 		{[]string{"--log-level", "loud"}, "--log-level \"loud\": accepted values are debug, info, warn, error"},
+		{[]string{"--data-hooks", "kprobes"}, "--data-hooks \"kprobes\": accepted values are auto, socket, syscalls"},
 	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)

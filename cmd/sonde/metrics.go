@@ -103,6 +103,7 @@ func snapshot(t *tracer.Tracer, exp *export.Exporter) func() metrics.Snapshot {
 			AttachFailures:     s.AttachFailures,
 			TargetsFull:        s.TargetsFull,
 			TLSUnpaired:        s.TLSUnpaired,
+			UnreadCalls:        s.UnreadCalls,
 			SSLLibraries:       s.SSLLibraries,
 			Connections:        s.Conns,
 			ConnectionsEvicted: s.ConnsEvicted,

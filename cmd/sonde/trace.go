@@ -39,6 +39,7 @@ type traceConfig struct {
 	tls          bool
 	goProbes     bool
 	inject       bool
+	dataHooks    string
 	record       string
 	linkHold     time.Duration
 	linkMax      int
@@ -74,6 +75,7 @@ func (c *traceConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.ui, "ui", "", "serve a live page of the service map and the recent traces on this address (PORT binds to 127.0.0.1)")
 	fs.StringVar(&c.record, "record", "", "also write every span to this file, as JSON lines, for sonde map --from FILE")
 	fs.BoolVar(&c.inject, "inject", false, "write a W3C traceparent into plaintext HTTP/1 requests to other hosts that carry none, so that the receiving side joins the trace (sockops and sk_msg; traffic on the host is never changed)")
+	fs.StringVar(&c.dataHooks, "data-hooks", "auto", "where socket bytes are read: socket (the kernel's sock_send_length and sock_recv_length tracepoints, 6.3 on, the cheaper), syscalls (the sys_exit tracepoints of read, write and the like), or auto: socket where the kernel has it")
 	fs.BoolVar(&c.goProbes, "go", true, "trace Go programs (net/http, grpc-go) with uprobes on their own functions (--go=false: only the sockets)")
 	fs.BoolVar(&c.tls, "tls", true, "read HTTPS in clear from programs that use OpenSSL, with uprobes on their libssl (--tls=false: only the sockets, where TLS is ciphertext)")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of sonde itself to this file (for performance work)")
@@ -97,6 +99,7 @@ func (c *traceConfig) validate() error {
 		{"link-max", checkMaxConns(c.linkMax)},
 		{"ui", checkUI(c.ui)},
 		{"metrics-addr", checkMetricsAddr(c.metricsAddr.addr)},
+		{"data-hooks", checkDataHooks(c.dataHooks)},
 	} {
 		if v.err != nil {
 			return fmt.Errorf("--%s %w", v.flag, v.err)
@@ -114,6 +117,13 @@ func checkOutput(s string) error {
 		return nil
 	}
 	return fmt.Errorf("%q: accepted values are otlp, text, json", s)
+}
+
+func checkDataHooks(s string) error {
+	if _, err := tracer.ParseDataHooks(s); err != nil {
+		return fmt.Errorf("%q: accepted values are auto, socket, syscalls", s)
+	}
+	return nil
 }
 
 func checkCaptureBytes(n int) error {
@@ -356,6 +366,11 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		defer stopFlush()
 		go live.FlushEvery(flushCtx, time.Second)
 	}
+	dataHooks, err := tracer.ParseDataHooks(cfg.dataHooks)
+	if err != nil {
+		_ = exp.Shutdown(context.Background())
+		return err
+	}
 	t, err := tracer.New(&tracer.Options{
 		PIDs:            cfg.pids,
 		Exe:             cfg.exes,
@@ -367,6 +382,7 @@ func runTrace(ctx context.Context, cfg *traceConfig, log *slog.Logger, out io.Wr
 		NoSSLProbes:     !cfg.tls,
 		NoGoProbes:      !cfg.goProbes,
 		Inject:          cfg.inject,
+		DataHooks:       dataHooks,
 		LinkHold:        linkHold(cfg.linkHold),
 		LinkMax:         cfg.linkMax,
 		Sink:            sinks.sink(),
@@ -487,6 +503,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"targets_full", s.TargetsFull,
 		"ssl_libraries", s.SSLLibraries,
 		"tls_unpaired", s.TLSUnpaired,
+		"unread_calls", s.UnreadCalls,
 		"ciphertext_events", s.Ciphertext,
 		"http2_conns", s.HTTP2Conns,
 		"http2_headers_unknown", s.HTTP2HeadersUnknown,

@@ -291,6 +291,60 @@ func (p *prober) rawTracepoints() (Status, string) {
 	return OK, strings.Join(attached, " and ") + " attached and fired"
 }
 
+// socketTracepoints attaches to the socket layer's send and receive
+// tracepoints (kernel 6.3 on), where sonde reads socket bytes, and sees
+// them fire on a socket pair.
+func (p *prober) socketTracepoints() (Status, string) {
+	c, err := newCounter()
+	if err != nil {
+		return p.failed(err)
+	}
+	defer c.Close()
+	prog, err := c.program(ebpf.RawTracepoint)
+	if err != nil {
+		return p.failed(err)
+	}
+	defer prog.Close()
+	var attached []string
+	for _, name := range []string{"sock_send_length", "sock_recv_length"} {
+		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: prog})
+		if errors.Is(err, os.ErrNotExist) {
+			return Missing, "the kernel has no " + name + " tracepoint (added in 6.3)"
+		}
+		if err != nil {
+			return p.failed(fmt.Errorf("attach to %s: %w", name, err))
+		}
+		ok, err := fired(c, sendOverSocketPair)
+		l.Close()
+		if err != nil {
+			return Unknown, fmt.Sprintf("attached to %s, but the test send failed: %v", name, err)
+		}
+		if !ok {
+			return Degraded, "attached to " + name + ", but the program did not run on a socket's send and receive"
+		}
+		attached = append(attached, name)
+	}
+	return OK, strings.Join(attached, " and ") + " attached and fired"
+}
+
+// sendOverSocketPair sends a byte over a new socket pair and receives it.
+func sendOverSocketPair() error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socketpair: %w", err)
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	if _, err := unix.Write(fds[0], []byte{'s'}); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	var b [1]byte
+	if _, err := unix.Read(fds[1], b[:]); err != nil {
+		return fmt.Errorf("receive: %w", err)
+	}
+	return nil
+}
+
 func (p *prober) kprobes() (Status, string) {
 	prog, err := loadProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Instructions: returnInsns(0)})
 	if err != nil {

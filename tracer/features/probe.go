@@ -36,6 +36,8 @@ const (
 	Cgroup2        = "cgroup2"
 	Tracepoints    = "tracepoints"
 	RawTracepoints = "raw_tracepoints"
+	// SocketTracepoints are sock:sock_send_length and sock:sock_recv_length.
+	SocketTracepoints = "socket_tracepoints"
 	Kprobes        = "kprobes"
 	Fentry         = "fentry"
 	Uprobes        = "uprobes"
@@ -143,6 +145,7 @@ var checks = []check{
 	{Cgroup2, "sockops and sk_msg programs have no cgroup to attach to", (*prober).cgroup2},
 	{Tracepoints, "socket reads and writes cannot be captured from syscall tracepoints: no plaintext HTTP or gRPC", (*prober).tracepoints},
 	{RawTracepoints, "no raw sys_enter/sys_exit hooks: syscall capture needs per-syscall tracepoints", (*prober).rawTracepoints},
+	{SocketTracepoints, "socket bytes are read at the sys_exit tracepoints instead (--data-hooks=syscalls): about three times the cost per traced call, and every read and write on the host pays the syscall tracepoint's dispatch", (*prober).socketTracepoints},
 	{Kprobes, "no kernel function probes: socket I/O must come from syscall tracepoints", (*prober).kprobes},
 	{Fentry, "no fentry/fexit: sonde uses tracepoints instead", (*prober).fentry},
 	{Uprobes, "no user-space probes: no TLS (OpenSSL, Go crypto/tls) or Go runtime instrumentation", (*prober).uprobes},

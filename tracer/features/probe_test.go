@@ -58,6 +58,7 @@ func TestProbePlatform(t *testing.T) {
 	wantCheck(t, r, features.Cgroup2, features.OK, "/sys/fs/cgroup/unified")
 	wantCheck(t, r, features.Tracepoints, features.OK, "sys_enter_write attached and fired")
 	wantCheck(t, r, features.RawTracepoints, features.OK, "sys_enter and sys_exit attached and fired")
+	wantCheck(t, r, features.SocketTracepoints, features.OK, "sock_send_length and sock_recv_length attached and fired")
 	wantCheck(t, r, features.Kprobes, features.Missing, "kprobe programs load, but attaching to vfs_read fails")
 	wantCheck(t, r, features.Fentry, features.Missing, "operation not permitted")
 	wantCheck(t, r, features.Uprobes, features.OK, "and fired")
@@ -82,8 +83,8 @@ func TestProbePlatform(t *testing.T) {
 			t.Errorf("check %s lacks detail or impact: %+v", c.Name, c)
 		}
 	}
-	if len(seen) != 17 {
-		t.Errorf("got %d checks, want 17", len(seen))
+	if len(seen) != 18 {
+		t.Errorf("got %d checks, want 18", len(seen))
 	}
 }
 
@@ -136,8 +137,8 @@ func TestProbeOptions(t *testing.T) {
 			t.Errorf("after cancel: %+v", c)
 		}
 	}
-	if len(r.Checks) != 17 {
-		t.Errorf("got %d checks after cancel, want 17", len(r.Checks))
+	if len(r.Checks) != 18 {
+		t.Errorf("got %d checks after cancel, want 18", len(r.Checks))
 	}
 }
 
@@ -257,7 +258,7 @@ func TestUnprivileged(t *testing.T) {
 
 	wantCheck(t, res.Report, features.Capabilities, features.Missing, "effective: no capabilities")
 	wantCheck(t, res.Report, features.BTF, features.OK, "")
-	for _, name := range []string{features.Tracepoints, features.RawTracepoints, features.Kprobes,
+	for _, name := range []string{features.Tracepoints, features.RawTracepoints, features.SocketTracepoints, features.Kprobes,
 		features.Fentry, features.Uprobes, features.Uretprobes, features.RingBuf,
 		features.ProbeWriteUser, features.SockOps, features.SkMsg, features.MsgPushData} {
 		wantCheck(t, res.Report, name, features.Unknown, "")

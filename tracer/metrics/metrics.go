@@ -41,6 +41,7 @@ type Snapshot struct {
 	AttachFailures     uint64            // probes that could not be attached
 	TargetsFull        uint64            // processes the kernel could not select: pid beyond its targets bitmap
 	TLSUnpaired        uint64            // TLS plaintext whose socket was unknown, not reported
+	UnreadCalls        uint64            // socket sends and receives by calls sonde cannot read (io_uring, 32-bit)
 	SSLLibraries       int               // files whose OpenSSL functions are probed
 	Connections        int               // connections tracked now
 	ConnectionsEvicted uint64            // dropped to respect the connection limit
@@ -137,6 +138,8 @@ func NewCollector(snapshot func() Snapshot, opts *Options) *Collector {
 		func(s *Snapshot) uint64 { return s.TargetsFull })
 	counter("tls_unpaired_total", "TLS plaintext of an SSL object whose socket sonde never saw, not reported.",
 		func(s *Snapshot) uint64 { return s.TLSUnpaired })
+	counter("unread_calls_total", "TCP sends and receives of traced processes by calls whose buffer sonde cannot find (io_uring, 32-bit processes), not parsed.",
+		func(s *Snapshot) uint64 { return s.UnreadCalls })
 	gauge("ssl_libraries_probed", "Files (libssl, or executables with OpenSSL linked in) whose SSL_read and SSL_write are probed.",
 		func(s *Snapshot) float64 { return float64(s.SSLLibraries) })
 	gauge("connections_tracked", "TCP connections tracked now.",

@@ -28,6 +28,7 @@ func known() Snapshot {
 		AttachFailures:     1,
 		TargetsFull:        2,
 		TLSUnpaired:        11,
+		UnreadCalls:        12,
 		SSLLibraries:       2,
 		Connections:        17,
 		ConnectionsEvicted: 8,
@@ -113,6 +114,9 @@ sonde_targets_full_total 2
 # HELP sonde_tls_unpaired_total TLS plaintext of an SSL object whose socket sonde never saw, not reported.
 # TYPE sonde_tls_unpaired_total counter
 sonde_tls_unpaired_total 11
+# HELP sonde_unread_calls_total TCP sends and receives of traced processes by calls whose buffer sonde cannot find (io_uring, 32-bit processes), not parsed.
+# TYPE sonde_unread_calls_total counter
+sonde_unread_calls_total 12
 `
 	// No metric names: every metric the collector emits must be listed.
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
@@ -146,8 +150,8 @@ sonde_attach_delay_seconds_count 0
 		"sonde_ring_buffer_fill_ratio", "sonde_parse_errors_total", "sonde_attach_delay_seconds"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 22 {
-		t.Errorf("collected %d metrics, want 22: 19 plain, 1 parse error reason, the summary and build_info", n)
+	if n := testutil.CollectAndCount(c); n != 23 {
+		t.Errorf("collected %d metrics, want 23: 20 plain, 1 parse error reason, the summary and build_info", n)
 	}
 }
 
