@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/sondehq/sonde/internal/testutil"
 )
@@ -71,6 +73,32 @@ func TestNginxSendfile(t *testing.T) {
 		}
 		c := findSpan(t, clients, "url.full", "http://127.0.0.1:"+port+"/"+f.name)
 		wantAttrs(t, c, map[string]string{"http.response.status_code": "200"})
+	}
+}
+
+// A client that moves its bytes through io_uring makes no read or write
+// syscall on its socket: the socket hooks see the bytes move, in a call
+// whose registers name no buffer. They are counted and logged as unread,
+// never taken from a wrong buffer, and the client runs on unharmed.
+func TestIOUringCountedUnread(t *testing.T) {
+	python := testutil.RequireTool(t, "python3")
+	port := freePort(t)
+	startProc(t, nil, python, "-m", "http.server", "--bind", "127.0.0.1", "--directory", t.TempDir(), port)
+	addr := "127.0.0.1:" + port
+	waitPort(t, addr)
+	s := startSonde(t, nil, "--exe", "uringsend")
+	if out := run(t, bins.uringsend, addr); !strings.HasPrefix(out, "HTTP/1.0 404") {
+		t.Fatalf("uringsend got %q, want python's 404", out)
+	}
+	const warning = "socket bytes moved by calls sonde cannot read"
+	waitFor(t, 10*time.Second, "the unread calls to be logged", func() bool { return s.countLogs(warning) > 0 })
+	r := s.stop(t)
+	// The send, and the receive, which completes inline or from a worker.
+	if n := r.stat("unread_calls"); n < 2 {
+		t.Errorf("unread_calls = %v, want the send and the receive", n)
+	}
+	if len(r.spans) != 0 {
+		t.Errorf("spans from bytes sonde could not read:\n%v", r.spans)
 	}
 }
 

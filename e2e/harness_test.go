@@ -24,7 +24,7 @@ var bins struct {
 	dir                                string
 	sonde, goserver, goclient, rategen string
 	sleepserver, h2cserver, grpcpair   string
-	spanfloor, syscallfloor            string
+	spanfloor, syscallfloor, uringsend string
 }
 
 func TestMain(m *testing.M) {
@@ -43,6 +43,7 @@ func TestMain(m *testing.M) {
 	bins.grpcpair = filepath.Join(dir, "grpcpair")
 	bins.spanfloor = filepath.Join(dir, "spanfloor")
 	bins.syscallfloor = filepath.Join(dir, "syscallfloor")
+	bins.uringsend = filepath.Join(dir, "uringsend")
 	for out, pkg := range map[string]string{
 		bins.sonde:        "../cmd/sonde",
 		bins.goserver:     "./testdata/goserver",
@@ -53,6 +54,7 @@ func TestMain(m *testing.M) {
 		bins.grpcpair:     "./testdata/grpcpair",
 		bins.spanfloor:    "./testdata/spanfloor",
 		bins.syscallfloor: "./testdata/syscallfloor",
+		bins.uringsend:    "./testdata/uringsend",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {
