@@ -38,15 +38,15 @@ const (
 	RawTracepoints = "raw_tracepoints"
 	// SocketTracepoints are sock:sock_send_length and sock:sock_recv_length.
 	SocketTracepoints = "socket_tracepoints"
-	Kprobes        = "kprobes"
-	Fentry         = "fentry"
-	Uprobes        = "uprobes"
-	Uretprobes     = "uretprobes"
-	RingBuf        = "ringbuf"
-	ProbeWriteUser = "probe_write_user"
-	SockOps        = "sockops"
-	SkMsg          = "sk_msg"
-	MsgPushData    = "msg_push_data"
+	Kprobes           = "kprobes"
+	Fentry            = "fentry"
+	Uprobes           = "uprobes"
+	Uretprobes        = "uretprobes"
+	RingBuf           = "ringbuf"
+	ProbeWriteUser    = "probe_write_user"
+	SockOps           = "sockops"
+	SkMsg             = "sk_msg"
+	MsgPushData       = "msg_push_data"
 )
 
 // Check is the result of probing one feature.
