@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// Socket capture from syscall tracepoints. These machines have no kprobes, so
-// every byte a selected process moves over TCP is seen at the syscall
-// boundary.
+// Socket capture from tracepoints. These machines have no kprobes, so every
+// byte a selected process moves over TCP is seen where a send or receive
+// returns: at the socket layer's own tracepoints where the kernel has them
+// (further down), else at the syscall boundary.
 //
-// Only sys_exit tracepoints carry the data path: the return value says how
-// many bytes moved, and on x86-64 the argument registers in the task's saved
-// pt_regs still hold the syscall's arguments. Doing without sys_enter halves
-// the probe hits, needs no per-thread map, and lets failed and EAGAIN calls
-// (half the reads of an event-loop server) return after two comparisons.
+// At the syscall boundary only sys_exit tracepoints carry the data path:
+// the return value says how many bytes moved, and on x86-64 the argument
+// registers in the task's saved pt_regs still hold the syscall's
+// arguments. Doing without sys_enter halves the probe hits, needs no
+// per-thread map, and lets failed and EAGAIN calls (half the reads of an
+// event-loop server) return after two comparisons.
 
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -21,6 +23,11 @@
 // Set by the loader before the programs are loaded; the switches that every
 // object reads are in emit.h.
 volatile const __u8 cfg_watch_exec = 0;
+
+// Written by userspace: 1 while the socket-layer data hooks are attached,
+// which take connection opens from the opened map, not from the accept and
+// connect exit tracepoints.
+volatile __u32 opened_watch = 0;
 
 // Written by userspace: 1 once a probe on an OpenSSL library is attached.
 // Until then the data path skips the lookup for an SSL call in progress.
@@ -388,8 +395,10 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 //     cost per hooked call, and the reads of files and pipes pay nothing.
 //   - They hand over the socket: no walk of the fd table.
 // The syscall's arguments are still in the task's saved registers, and
-// orig_ax says which call it is. sendmmsg and recvmmsg stay with their
-// sys_exit programs: a message's place in the vector is known only there.
+// orig_ax says which call it is. With these hooks no syscall tracepoint is
+// attached at all: the accept and connect exits are replaced by the opened
+// map (note_opened), and a sendmmsg or recvmmsg message, whose place in its
+// vector only the sys_exit programs know, is reported by its count alone.
 
 // x86-64 numbers of the calls that move a socket's bytes.
 enum {
@@ -470,7 +479,11 @@ static __always_inline int sock_data(__u8 dir, struct sock *sk, int ret, int fla
 		return 0;
 	case NR_SENDMMSG:
 	case NR_RECVMMSG:
-		return 0; // exit_sendmmsg, exit_recvmmsg
+		// A message's place in the vector is not known here: its
+		// count keeps the parser's place, its bytes are not read.
+		report_count(nr == NR_SENDMMSG ? SYS_SENDMMSG : SYS_RECVMMSG, dir, ret, fd, sk);
+		count(COUNTER_UNREAD_CALL);
+		return 0;
 	default:
 		count(COUNTER_UNREAD_CALL); // io_uring_enter, among others
 		return 0;
@@ -577,12 +590,52 @@ static __always_inline void report_close(struct sock *sk)
 		submit(b);
 }
 
+// Connections TCP opened while the socket-layer hooks run, by socket, and
+// how (enum opened): what the accept and connect exit tracepoints told
+// before, which the socket-layer hooks do without, so that no syscall
+// tracepoint puts every syscall of every process on the kernel's slow
+// path. Userspace takes a socket's entry when its first bytes arrive. Opens
+// of every process are noted (note_opened); the LRU bounds them, and a
+// connection whose entry it dropped is followed as one sonde joined in the
+// middle.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct open_note);
+} opened SEC(".maps");
+
+// note_opened records in the opened map a connection that TCP opens,
+// reporting whether the state change was an open: an active one when a
+// process connects (CLOSE to SYN_SENT), a passive one when a listener
+// creates the socket of a connection (LISTEN to SYN_RECV, in softirq, before
+// any process holds it, and before any byte of a fast open is readable).
+// Opens of every process are noted, not only selected ones: a socket's
+// entry must be its latest connection's, whatever process that is, or a
+// freed and reused socket would inherit the role of its last traced use.
+static __always_inline bool note_opened(struct sock *sk, int oldstate, int newstate)
+{
+	struct open_note v = {};
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		v.how = OPENED_ACTIVE;
+	else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+		v.how = OPENED_PASSIVE;
+	else
+		return false;
+	v.ts = bpf_ktime_get_ns();
+	__u64 key = (__u64)sk;
+	bpf_map_update_elem(&opened, &key, &v, BPF_ANY);
+	return true;
+}
+
 SEC("tracepoint/sock/inet_sock_set_state")
 int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
 	struct sock *sk = (struct sock *)ctx->skaddr;
+	if (opened_watch && note_opened(sk, ctx->oldstate, ctx->newstate))
+		return 0;
 	struct socket *so = AS(struct sock, sk)->sk_socket;
 	if (!so)
 		return 0; // orphaned: closed already

@@ -121,9 +121,9 @@ func BenchmarkHTTPHello(b *testing.B) {
 //     rounds alternating, the median of the pairs. Two syscalls: getppid,
 //     which nothing of sonde's hooks, and a read of /dev/zero, which the
 //     socket-layer hooks never see (the syscall hooks' sys_exit program
-//     would turn it away). Both pay the syscall tracepoints' entry into
-//     the kernel's slow path, which the accept, connect and mmsg hooks
-//     keep on. With the server's read and write calls per request
+//     would turn it away). With the socket hooks no syscall tracepoint is
+//     attached, and both should cost nothing more. With the server's read
+//     and write calls per request
 //     (/proc/PID/io), the pinned figure plus these is what tracing adds to
 //     the server in all (_with_floor).
 //   - its BPF run time in two rounds of their own, one tracing the server

@@ -236,6 +236,11 @@ end
 	if r.stat("lost") != 0 || r.stat("parse_errors_total") != 0 {
 		t.Errorf("lost %v events, %v parse errors", r.stats["lost"], r.stats["parse_errors_total"])
 	}
+	// wrk connected after sonde attached: every connection's open was
+	// seen (the accept exit, or the socket-layer hooks' opened map).
+	if n := r.stat("conns_joined"); n != 0 {
+		t.Errorf("%v connections joined in the middle, want none", n)
+	}
 }
 
 // Requests split over several writes, bodies, and pipelined requests, sent
@@ -406,6 +411,9 @@ func TestConnectionOpenedBeforeAttach(t *testing.T) {
 	// One long-lived connection, seen from both ends.
 	if n := len(distinct(servers, "network.peer.port")); n != 1 {
 		t.Errorf("want one connection, server saw %d", n)
+	}
+	if n := r.stat("conns_joined"); n != 2 {
+		t.Errorf("%v connections joined in the middle, want the connection's two ends", n)
 	}
 }
 

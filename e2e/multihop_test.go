@@ -158,6 +158,12 @@ func TestMultiHopTrace(t *testing.T) {
 		t.Errorf("%d of %d traces are wrong (stats: linked %v, proxy_linked %v, link_unmatched %v)",
 			bad, total, r.stats["linked"], r.stats["proxy_linked"], r.stats["link_unmatched"])
 	}
+	// Every connection opened after sonde attached, at high churn: sockets
+	// freed and reused for the next connection before sonde read the
+	// last one's events must not take that one's role.
+	if n := r.stat("parse_errors_total"); n != 0 {
+		t.Errorf("%v parse errors on clean traffic: %v", n, r.stats["parse_errors"])
+	}
 }
 
 // runErr runs a command and returns its standard output.

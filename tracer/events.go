@@ -25,6 +25,9 @@ const (
 
 	sysSendfile = 11
 
+	openedPassive = 1 // OPENED_PASSIVE
+	openedActive  = 2 // OPENED_ACTIVE
+
 	flagAfterLoss = 1 // EVENT_F_AFTER_LOSS
 	flagTLS       = 2 // EVENT_F_TLS: plaintext from an OpenSSL probe
 )

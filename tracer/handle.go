@@ -84,12 +84,22 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 		c = nil
 	}
 	if c == nil {
-		// A connection opened before sonde attached: its role comes from
-		// the kernel's listening sockets, else from what the bytes say.
-		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote(), midStream: true}
-		c.role = t.roleOf(e, data)
-		t.track(c, e.command())
-		c.http.JoinMidStream()
+		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
+		if r, ok := t.openedRole(e.Sock, e.Ts); ok {
+			// Opened while the socket-layer hooks ran (bpf/socket.c
+			// note_opened): these are its first bytes.
+			c.role = r
+			t.track(c, e.command())
+		} else {
+			// A connection opened before sonde attached: its role comes
+			// from the kernel's listening sockets, else from what the
+			// bytes say.
+			c.midStream = true
+			t.stats.connsJoined.Add(1)
+			c.role = t.roleOf(e, data)
+			t.track(c, e.command())
+			c.http.JoinMidStream()
+		}
 	} else if e.Flags&flagAfterLoss != 0 {
 		t.restartAfterLoss(c)
 	}
@@ -329,6 +339,34 @@ func (t *Tracer) abandonAll() {
 	for _, c := range t.conns.byKey {
 		t.abandon(c)
 	}
+}
+
+// openedRole takes the kernel's note of how sock was opened, when the
+// socket-layer hooks noted it (bpf/socket.c note_opened) for the
+// connection whose first bytes moved at ts: accepted, it serves;
+// connected, it is a client.
+func (t *Tracer) openedRole(sock, ts uint64) (role, bool) {
+	if t.dataHooks != DataHooksSocket {
+		return 0, false
+	}
+	m := t.coll.Maps["opened"]
+	var note socketOpenNote
+	if err := m.Lookup(sock, &note); err != nil || note.Ts > ts {
+		// None, or the note of a later connection on a socket this
+		// one's was freed and reused for: the events are read after the
+		// fact, the map is as it is now.
+		return 0, false
+	}
+	// Taken: a connection the table dropped and meets again is one
+	// joined in the middle.
+	_ = m.Delete(sock)
+	switch note.How {
+	case openedPassive:
+		return roleServer, true
+	case openedActive:
+		return roleClient, true
+	}
+	return 0, false
 }
 
 func (t *Tracer) roleOf(e *socketEvent, data []byte) role {

@@ -44,6 +44,13 @@ type socketEventBuf struct {
 	Data [32768]uint8
 }
 
+type socketOpenNote struct {
+	_   structs.HostLayout
+	Ts  uint64
+	How uint8
+	Pad [7]uint8
+}
+
 type socketServedCtx struct {
 	_       structs.HostLayout
 	TraceId [2]uint64
@@ -94,6 +101,7 @@ const (
 	socketMapInjectServed    = "inject_served"
 	socketMapLossy           = "lossy"
 	socketMapLossyCount      = "lossy_count"
+	socketMapOpened          = "opened"
 	socketMapScratch         = "scratch"
 	socketMapSslCalls        = "ssl_calls"
 	socketMapSslSocks        = "ssl_socks"
@@ -125,6 +133,7 @@ const (
 	socketVarCfgTraceAll     = "cfg_trace_all"
 	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
 	socketVarCfgWatchExec    = "cfg_watch_exec"
+	socketVarOpenedWatch     = "opened_watch"
 	socketVarRunning         = "running"
 	socketVarTlsWatch        = "tls_watch"
 )
@@ -203,6 +212,7 @@ type socketMapSpecs struct {
 	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
 	Lossy        *ebpf.MapSpec `ebpf:"lossy"`
 	LossyCount   *ebpf.MapSpec `ebpf:"lossy_count"`
+	Opened       *ebpf.MapSpec `ebpf:"opened"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	SslCalls     *ebpf.MapSpec `ebpf:"ssl_calls"`
 	SslSocks     *ebpf.MapSpec `ebpf:"ssl_socks"`
@@ -219,6 +229,7 @@ type socketVariableSpecs struct {
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.VariableSpec `ebpf:"cfg_watch_exec"`
+	OpenedWatch     *ebpf.VariableSpec `ebpf:"opened_watch"`
 	Running         *ebpf.VariableSpec `ebpf:"running"`
 	TlsWatch        *ebpf.VariableSpec `ebpf:"tls_watch"`
 }
@@ -248,6 +259,7 @@ type socketMaps struct {
 	InjectServed *ebpf.Map `ebpf:"inject_served"`
 	Lossy        *ebpf.Map `ebpf:"lossy"`
 	LossyCount   *ebpf.Map `ebpf:"lossy_count"`
+	Opened       *ebpf.Map `ebpf:"opened"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	SslCalls     *ebpf.Map `ebpf:"ssl_calls"`
 	SslSocks     *ebpf.Map `ebpf:"ssl_socks"`
@@ -261,6 +273,7 @@ func (m *socketMaps) Close() error {
 		m.InjectServed,
 		m.Lossy,
 		m.LossyCount,
+		m.Opened,
 		m.Scratch,
 		m.SslCalls,
 		m.SslSocks,
@@ -278,6 +291,7 @@ type socketVariables struct {
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.Variable `ebpf:"cfg_watch_exec"`
+	OpenedWatch     *ebpf.Variable `ebpf:"opened_watch"`
 	Running         *ebpf.Variable `ebpf:"running"`
 	TlsWatch        *ebpf.Variable `ebpf:"tls_watch"`
 }

@@ -26,16 +26,20 @@ type Stats struct {
 	// bytes are not parsed.
 	UnreadCalls uint64
 	// User side.
-	Records       uint64            // ring-buffer records read
-	BadRecords    uint64            // records that did not decode
-	Truncated     uint64            // payloads larger than the capture limit
-	ParseErrors   map[string]uint64 // by reason
-	Spans         uint64            // spans handed to the sink
-	Conns         int               // connections tracked now
-	ConnsEvicted  uint64            // connections dropped to respect MaxConns
-	PendingAtExit uint64            // requests still awaiting a response when dropped
-	Resyncs       uint64            // connections restarted after lost events
-	LostExchanges uint64            // exchanges given up because their events were lost
+	Records      uint64            // ring-buffer records read
+	BadRecords   uint64            // records that did not decode
+	Truncated    uint64            // payloads larger than the capture limit
+	ParseErrors  map[string]uint64 // by reason
+	Spans        uint64            // spans handed to the sink
+	Conns        int               // connections tracked now
+	ConnsEvicted uint64            // connections dropped to respect MaxConns
+	// ConnsJoined counts connections first seen in the middle: opened
+	// before sonde attached or before their process was selected, or
+	// whose open sonde did not see.
+	ConnsJoined   uint64
+	PendingAtExit uint64 // requests still awaiting a response when dropped
+	Resyncs       uint64 // connections restarted after lost events
+	LostExchanges uint64 // exchanges given up because their events were lost
 	UnknownEvents uint64
 
 	// Processes is the number of processes traced now. When every process
@@ -104,6 +108,7 @@ func (t *Tracer) Stats() Stats {
 		PendingAtExit: t.stats.pendingAtExit.Load(),
 		UnknownEvents: t.stats.unknownEvents.Load(),
 		Resyncs:       t.stats.resyncs.Load(),
+		ConnsJoined:   t.stats.connsJoined.Load(),
 		LostExchanges: t.stats.lostExchanges.Load(),
 		Conns:         int(t.conns.count.Load()),
 		ConnsEvicted:  t.conns.evicted.Load(),

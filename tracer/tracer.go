@@ -93,6 +93,7 @@ type counters struct {
 	records, badRecords, truncated, spans atomic.Uint64
 	pendingAtExit, unknownEvents          atomic.Uint64
 	resyncs, lostExchanges                atomic.Uint64
+	connsJoined                           atomic.Uint64
 	ciphertext, http2Conns                atomic.Uint64
 	http2HeadersUnknown                   atomic.Uint64
 	attached, attachFailures              atomic.Uint64
@@ -323,20 +324,17 @@ func boolByte(b bool) uint8 {
 
 // essential tracepoints: without them sonde cannot produce a single span.
 // Every other one only narrows what is seen, so its failure degrades.
-var essential = map[string]bool{"sys_exit_accept4": true, "inet_sock_set_state": true}
+var essential = map[string]bool{"inet_sock_set_state": true}
 
 // The data path (bpf/socket.c) reads bytes at the socket layer's two
 // tracepoints, which must attach both or neither, or at the syscall exits
-// of the calls that move bytes, of which read and write are essential.
-// sendmmsg and recvmmsg are read at their syscall exits either way.
+// of the calls that move bytes, of which read and write are essential, and
+// of accept and connect. With the socket layer's, no syscall tracepoint is
+// attached: while one is, every syscall of every process on the host takes
+// the kernel's slow path.
 var (
-	socketLayerPrograms = []string{"sock_send", "sock_recv"}
-	syscallDataPrograms = map[string]bool{
-		"exit_read": true, "exit_write": true, "exit_readv": true, "exit_writev": true,
-		"exit_sendto": true, "exit_recvfrom": true, "exit_sendmsg": true, "exit_recvmsg": true,
-		"exit_sendfile64": true,
-	}
-	essentialSyscallData = map[string]bool{"sys_exit_read": true, "sys_exit_write": true}
+	socketLayerPrograms   = []string{"sock_send", "sock_recv"}
+	essentialSyscallHooks = map[string]bool{"sys_exit_read": true, "sys_exit_write": true, "sys_exit_accept4": true}
 )
 
 // attachSocketLayer attaches the socket-layer data programs unless the
@@ -378,14 +376,20 @@ func (t *Tracer) attach() error {
 	t.dataHooks = DataHooksSyscalls
 	if socketLayer {
 		t.dataHooks = DataHooksSocket
+		if err := t.coll.Variables["opened_watch"].Set(uint32(1)); err != nil {
+			return fmt.Errorf("switch on the opened map: %w", err)
+		}
 	}
 	for name, ps := range t.spec.Programs {
-		if slices.Contains(socketLayerPrograms, name) || (socketLayer && syscallDataPrograms[name]) {
+		if slices.Contains(socketLayerPrograms, name) {
 			continue
 		}
 		group, event, ok := tracepointOf(ps.SectionName)
 		if !ok {
 			return fmt.Errorf("program %s: unexpected section %q", name, ps.SectionName)
+		}
+		if socketLayer && group == "syscalls" {
+			continue
 		}
 		var l link.Link
 		var err error
@@ -395,7 +399,7 @@ func (t *Tracer) attach() error {
 			l, err = link.Tracepoint(group, event, t.coll.Programs[name], nil)
 		}
 		if err != nil {
-			if essential[event] || (!socketLayer && essentialSyscallData[event]) {
+			if essential[event] || (!socketLayer && essentialSyscallHooks[event]) {
 				return fmt.Errorf("attach %s/%s: %w", group, event, err)
 			}
 			t.stats.attachFailures.Add(1)

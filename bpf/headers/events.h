@@ -42,6 +42,22 @@ enum event_kind {
 // (bpf/openssl.c), not the bytes on the wire.
 #define EVENT_F_TLS 2
 
+// How a connection in the opened map was opened.
+enum opened_how {
+	OPENED_PASSIVE = 1, // accepted: this end serves
+	OPENED_ACTIVE = 2,  // connected: this end is the client
+};
+
+// A value of the opened map. The map is read out of band, after the fact:
+// by the time userspace looks, the socket may have been freed and reused
+// by a later connection, whose entry then replaced this one. ts, taken
+// with the events' clock, tells them apart.
+struct open_note {
+	__u64 ts; // CLOCK_MONOTONIC ns of the open
+	__u8 how; // enum opened_how
+	__u8 _pad[7];
+};
+
 enum direction {
 	DIR_NONE = 0,
 	DIR_EGRESS = 1,  // the process sent the bytes

@@ -497,6 +497,7 @@ func logFinalStats(log *slog.Logger, s tracer.Stats, e export.Stats) {
 		"export_failures", e.Failed,
 		"spans_utf8_repaired", e.Repaired,
 		"conns_evicted", s.ConnsEvicted,
+		"conns_joined", s.ConnsJoined,
 		"conns_at_exit", s.Conns,
 		"processes_attached", s.Attached,
 		"attach_failures", s.AttachFailures,
