@@ -590,40 +590,43 @@ static __always_inline void report_close(struct sock *sk)
 		submit(b);
 }
 
-// Connections TCP opened while the socket-layer hooks run, by socket, and
-// how (enum opened): what the accept and connect exit tracepoints told
-// before, which the socket-layer hooks do without, so that no syscall
-// tracepoint puts every syscall of every process on the kernel's slow
-// path. Userspace takes a socket's entry when its first bytes arrive. Opens
-// of every process are noted (note_opened); the LRU bounds them, and a
-// connection whose entry it dropped is followed as one sonde joined in the
-// middle.
+// Connections TCP opened while the socket-layer hooks run, by socket and
+// ports, and how (enum opened_how): what the accept and connect exit
+// tracepoints told before, which the socket-layer hooks do without, so that
+// no syscall tracepoint puts every syscall of every process on the kernel's
+// slow path. Userspace takes a connection's entry when its first bytes
+// arrive, which may be after the socket was freed and reused: the ports
+// keep a later connection on the same socket from replacing the entry.
+// Opens of every process are noted (note_opened); the LRU bounds them, and
+// a connection whose entry it dropped is followed as one sonde joined in
+// the middle.
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__type(key, struct open_key);
 	__type(value, struct open_note);
 } opened SEC(".maps");
 
-// note_opened records in the opened map a connection that TCP opens,
-// reporting whether the state change was an open: an active one when a
-// process connects (CLOSE to SYN_SENT), a passive one when a listener
-// creates the socket of a connection (LISTEN to SYN_RECV, in softirq, before
-// any process holds it, and before any byte of a fast open is readable).
-// Opens of every process are noted, not only selected ones: a socket's
-// entry must be its latest connection's, whatever process that is, or a
-// freed and reused socket would inherit the role of its last traced use.
-static __always_inline bool note_opened(struct sock *sk, int oldstate, int newstate)
+// note_opened records in the opened map a connection that TCP establishes,
+// reporting whether the state change was that: from SYN_SENT, this end
+// connected; from SYN_RECV, a listener created it. Both come before any
+// byte can be read (a fast open's bytes aside), and with both ports known,
+// which a listener's new socket only gets after its SYN_RECV. Opens of
+// every process are noted, not only selected ones: no process holds a
+// listener's new socket yet, and the change may run in softirq.
+static __always_inline bool note_opened(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	struct open_note v = {};
-	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+	if (ctx->newstate != TCP_ESTABLISHED)
+		return false;
+	if (ctx->oldstate == TCP_SYN_SENT)
 		v.how = OPENED_ACTIVE;
-	else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+	else if (ctx->oldstate == TCP_SYN_RECV)
 		v.how = OPENED_PASSIVE;
 	else
 		return false;
 	v.ts = bpf_ktime_get_ns();
-	__u64 key = (__u64)sk;
+	struct open_key key = {.sock = (__u64)ctx->skaddr, .sport = ctx->sport, .dport = ctx->dport};
 	bpf_map_update_elem(&opened, &key, &v, BPF_ANY);
 	return true;
 }
@@ -634,7 +637,7 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
 	struct sock *sk = (struct sock *)ctx->skaddr;
-	if (opened_watch && note_opened(sk, ctx->oldstate, ctx->newstate))
+	if (opened_watch && note_opened(ctx))
 		return 0;
 	struct socket *so = AS(struct sock, sk)->sk_socket;
 	if (!so)

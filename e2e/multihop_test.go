@@ -160,9 +160,13 @@ func TestMultiHopTrace(t *testing.T) {
 	}
 	// Every connection opened after sonde attached, at high churn: sockets
 	// freed and reused for the next connection before sonde read the
-	// last one's events must not take that one's role.
+	// last one's events must not take that one's role, nor leave their
+	// own connection to be followed as one joined in the middle.
 	if n := r.stat("parse_errors_total"); n != 0 {
 		t.Errorf("%v parse errors on clean traffic: %v", n, r.stats["parse_errors"])
+	}
+	if n := r.stat("conns_joined"); n != 0 {
+		t.Errorf("%v connections followed as joined in the middle, want none", n)
 	}
 }
 

@@ -85,7 +85,7 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	}
 	if c == nil {
 		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
-		if r, ok := t.openedRole(e.Sock, e.Ts); ok {
+		if r, ok := t.openedRole(socketOpenKey{Sock: e.Sock, Sport: e.Sport, Dport: e.Dport}, e.Ts); ok {
 			// Opened while the socket-layer hooks ran (bpf/socket.c
 			// note_opened): these are its first bytes.
 			c.role = r
@@ -341,25 +341,25 @@ func (t *Tracer) abandonAll() {
 	}
 }
 
-// openedRole takes the kernel's note of how sock was opened, when the
-// socket-layer hooks noted it (bpf/socket.c note_opened) for the
-// connection whose first bytes moved at ts: accepted, it serves;
+// openedRole takes the kernel's note of how the connection on a socket and
+// ports was opened, when the socket-layer hooks noted it (bpf/socket.c
+// note_opened) before its first bytes moved at ts: accepted, it serves;
 // connected, it is a client.
-func (t *Tracer) openedRole(sock, ts uint64) (role, bool) {
+func (t *Tracer) openedRole(key socketOpenKey, ts uint64) (role, bool) {
 	if t.dataHooks != DataHooksSocket {
 		return 0, false
 	}
 	m := t.coll.Maps["opened"]
 	var note socketOpenNote
-	if err := m.Lookup(sock, &note); err != nil || note.Ts > ts {
-		// None, or the note of a later connection on a socket this
-		// one's was freed and reused for: the events are read after the
-		// fact, the map is as it is now.
+	if err := m.Lookup(key, &note); err != nil || note.Ts > ts {
+		// None, or the note of a later connection on the same socket
+		// and ports: the events are read after the fact, the map is as
+		// it is now.
 		return 0, false
 	}
 	// Taken: a connection the table dropped and meets again is one
 	// joined in the middle.
-	_ = m.Delete(sock)
+	_ = m.Delete(key)
 	switch note.How {
 	case openedPassive:
 		return roleServer, true

@@ -274,3 +274,25 @@ func TestLinkThroughAProxy(t *testing.T) {
 		t.Errorf("proxy linked %d, linked %d; want 1 and 3", st.ProxyLinked, st.Linked)
 	}
 }
+
+// A client that reads its response and exits before the server's last
+// event is read (a TLS server's span ends at SSL_write's return) still
+// gets the server span as its child: its span settled before it exited.
+func TestLinkAfterTheClientExited(t *testing.T) {
+	tr, sink, client, server := linkPair(t)
+	const req = "GET /a HTTP/1.1\r\nHost: api\r\n\r\n"
+	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+	client.data(t, tr, dirEgress, 1_000, req, 0)
+	server.data(t, tr, dirIngress, 1_010, req, 0)
+	client.data(t, tr, dirIngress, 2_010, resp, 0)
+	tr.onExit(client.tgid, 0)
+	server.data(t, tr, dirEgress, 2_000, resp, 0)
+	tr.expireHeld(time.Now().Add(time.Minute), true)
+	clients, servers := spansOf(sink, trace.SpanKindClient), spansOf(sink, trace.SpanKindServer)
+	if len(clients) != 1 || len(servers) != 1 {
+		t.Fatalf("%d client and %d server spans, want 1 and 1", len(clients), len(servers))
+	}
+	if s, c := servers[0], clients[0]; s.Parent.SpanID() != c.SpanID || s.TraceID != c.TraceID {
+		t.Errorf("the server span is not the exited client's child")
+	}
+}

@@ -44,6 +44,14 @@ type socketEventBuf struct {
 	Data [32768]uint8
 }
 
+type socketOpenKey struct {
+	_     structs.HostLayout
+	Sock  uint64
+	Sport uint16
+	Dport uint16
+	Pad   uint32
+}
+
 type socketOpenNote struct {
 	_   structs.HostLayout
 	Ts  uint64

@@ -405,10 +405,10 @@ func TestNewLoadsInEverySelectionMode(t *testing.T) {
 	}
 }
 
-// A socket's note in the opened map says how it was opened, for the
-// connection whose first bytes came after the note; a note taken after
-// them is a later connection's, on a socket freed and reused, and is left
-// for it.
+// A connection's note in the opened map, by socket and ports, says how it
+// was opened, for the connection whose first bytes came after the note; a
+// note taken after them is a later connection's, on a socket freed and
+// reused with the same ports, and is left for it.
 func TestOpenedRole(t *testing.T) {
 	testutil.RequireBPF(t)
 	testutil.RequireTracepoints(t)
@@ -418,37 +418,40 @@ func TestOpenedRole(t *testing.T) {
 	}
 	defer tr.Close()
 	m := tr.coll.Maps["opened"]
+	key := func(sock uint64) socketOpenKey { return socketOpenKey{Sock: sock, Sport: 40000, Dport: 8080} }
 	const passive, active, reused = 0xffff0001, 0xffff0002, 0xffff0003
 	for sock, note := range map[uint64]socketOpenNote{
 		passive: {Ts: 100, How: openedPassive},
 		active:  {Ts: 100, How: openedActive},
 		reused:  {Ts: 300, How: openedActive},
 	} {
-		if err := m.Put(sock, note); err != nil {
+		if err := m.Put(key(sock), note); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, tc := range []struct {
-		sock, ts uint64
-		want     role
-		ok       bool
+		key  socketOpenKey
+		ts   uint64
+		want role
+		ok   bool
 	}{
-		{passive, 200, roleServer, true},
-		{passive, 200, 0, false}, // taken
-		{active, 200, roleClient, true},
-		{reused, 200, 0, false}, // a later connection's
-		{reused, 300, roleClient, true},
-		{0xffff0004, 200, 0, false},
+		{key(passive), 200, roleServer, true},
+		{key(passive), 200, 0, false}, // taken
+		{key(active), 200, roleClient, true},
+		{key(reused), 200, 0, false}, // a later connection's
+		{key(reused), 300, roleClient, true},
+		{socketOpenKey{Sock: active, Sport: 40001, Dport: 8080}, 200, 0, false}, // other ports
+		{key(0xffff0004), 200, 0, false},
 	} {
-		if got, ok := tr.openedRole(tc.sock, tc.ts); got != tc.want || ok != tc.ok {
-			t.Errorf("openedRole(%#x, %d) = %v, %v; want %v, %v", tc.sock, tc.ts, got, ok, tc.want, tc.ok)
+		if got, ok := tr.openedRole(tc.key, tc.ts); got != tc.want || ok != tc.ok {
+			t.Errorf("openedRole(%+v, %d) = %v, %v; want %v, %v", tc.key, tc.ts, got, ok, tc.want, tc.ok)
 		}
 	}
 	tr.dataHooks = DataHooksSyscalls
-	if err := m.Put(uint64(passive), socketOpenNote{Ts: 1, How: openedPassive}); err != nil {
+	if err := m.Put(key(passive), socketOpenNote{Ts: 1, How: openedPassive}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tr.openedRole(passive, 200); ok {
+	if _, ok := tr.openedRole(key(passive), 200); ok {
 		t.Error("the syscall hooks' connections take their role from accept and connect, not from the opened map")
 	}
 }

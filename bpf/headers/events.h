@@ -48,10 +48,19 @@ enum opened_how {
 	OPENED_ACTIVE = 2,  // connected: this end is the client
 };
 
+// A key of the opened map (bpf/socket.c): ports in host order, as in
+// struct event.
+struct open_key {
+	__u64 sock;
+	__u16 sport; // local
+	__u16 dport; // remote
+	__u32 _pad;
+};
+
 // A value of the opened map. The map is read out of band, after the fact:
 // by the time userspace looks, the socket may have been freed and reused
-// by a later connection, whose entry then replaced this one. ts, taken
-// with the events' clock, tells them apart.
+// by a later connection, and one on the same ports too would have replaced
+// this entry. ts, taken with the events' clock, tells them apart.
 struct open_note {
 	__u64 ts; // CLOCK_MONOTONIC ns of the open
 	__u8 how; // enum opened_how
