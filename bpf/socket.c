@@ -208,16 +208,15 @@ static __always_inline void report_buf(struct task_struct *task, __u8 syscall, _
 				       struct sock *sk, __u64 ptr)
 {
 	// Injection scans what was received in the staging slot (note_served).
-	if (!cfg_inject) {
-		__u64 n = capture_limit(ret);
+	__u64 n = capture_limit(ret);
+	if (!cfg_inject && n <= DIRECT_LARGE) {
 		if (n <= DIRECT_SMALL)
 			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_SMALL);
 		else if (n <= DIRECT_MEDIUM)
 			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_MEDIUM);
-		else if (n <= DIRECT_LARGE)
+		else
 			emit_direct(task, syscall, dir, ret, fd, sk, ptr, n, DIRECT_LARGE);
-		if (n <= DIRECT_LARGE)
-			return;
+		return;
 	}
 	struct event_buf *b = staged_event(syscall, dir, ret, fd, sk);
 	if (!b)

@@ -85,19 +85,19 @@ func (t *Tracer) onData(e *socketEvent, data []byte) {
 	}
 	if c == nil {
 		c = &conn{key: key, sock: e.Sock, local: e.local(), remote: e.remote()}
-		if r, ok := t.openedRole(socketOpenKey{Sock: e.Sock, Sport: e.Sport, Dport: e.Dport}, e.Ts); ok {
-			// Opened while the socket-layer hooks ran (bpf/socket.c
-			// note_opened): these are its first bytes.
-			c.role = r
-			t.track(c, e.command())
-		} else {
-			// A connection opened before sonde attached: its role comes
-			// from the kernel's listening sockets, else from what the
-			// bytes say.
+		// Opened while the socket-layer hooks ran (bpf/socket.c
+		// note_opened), these are its first bytes. Else it was opened
+		// before sonde attached: its role comes from the kernel's
+		// listening sockets, else from what the bytes say.
+		var opened bool
+		c.role, opened = t.openedRole(socketOpenKey{Sock: e.Sock, Sport: e.Sport, Dport: e.Dport}, e.Ts)
+		if !opened {
 			c.midStream = true
 			t.stats.connsJoined.Add(1)
 			c.role = t.roleOf(e, data)
-			t.track(c, e.command())
+		}
+		t.track(c, e.command())
+		if c.midStream {
 			c.http.JoinMidStream()
 		}
 	} else if e.Flags&flagAfterLoss != 0 {

@@ -262,39 +262,22 @@ func (p *prober) tracepoints() (Status, string) {
 }
 
 func (p *prober) rawTracepoints() (Status, string) {
-	c, err := newCounter()
-	if err != nil {
-		return p.failed(err)
-	}
-	defer c.Close()
-	prog, err := c.program(ebpf.RawTracepoint)
-	if err != nil {
-		return p.failed(err)
-	}
-	defer prog.Close()
-	var attached []string
-	for _, name := range []string{"sys_enter", "sys_exit"} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: prog})
-		if err != nil {
-			return p.failed(fmt.Errorf("attach to %s: %w", name, err))
-		}
-		ok, err := fired(c, writeDevNull)
-		l.Close()
-		if err != nil {
-			return Unknown, fmt.Sprintf("attached to %s, but the test write failed: %v", name, err)
-		}
-		if !ok {
-			return Degraded, "attached to " + name + ", but the program did not run on write(2)"
-		}
-		attached = append(attached, name)
-	}
-	return OK, strings.Join(attached, " and ") + " attached and fired"
+	return p.rawTracepointsFire([]string{"sys_enter", "sys_exit"}, writeDevNull, "write(2)", "")
 }
 
 // socketTracepoints attaches to the socket layer's send and receive
 // tracepoints (kernel 6.3 on), where sonde reads socket bytes, and sees
 // them fire on a socket pair.
 func (p *prober) socketTracepoints() (Status, string) {
+	return p.rawTracepointsFire([]string{"sock_send_length", "sock_recv_length"}, sendOverSocketPair,
+		"a socket's send and receive", "added in 6.3")
+}
+
+// rawTracepointsFire attaches a counting program to each raw tracepoint in
+// turn and sees it run when trigger does what action says. A tracepoint the
+// kernel lacks is Missing when absent explains why (when it came), else a
+// failure like any other.
+func (p *prober) rawTracepointsFire(names []string, trigger func() error, action, absent string) (Status, string) {
 	c, err := newCounter()
 	if err != nil {
 		return p.failed(err)
@@ -305,26 +288,24 @@ func (p *prober) socketTracepoints() (Status, string) {
 		return p.failed(err)
 	}
 	defer prog.Close()
-	var attached []string
-	for _, name := range []string{"sock_send_length", "sock_recv_length"} {
+	for _, name := range names {
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: name, Program: prog})
-		if errors.Is(err, os.ErrNotExist) {
-			return Missing, "the kernel has no " + name + " tracepoint (added in 6.3)"
+		if absent != "" && errors.Is(err, os.ErrNotExist) {
+			return Missing, "the kernel has no " + name + " tracepoint (" + absent + ")"
 		}
 		if err != nil {
 			return p.failed(fmt.Errorf("attach to %s: %w", name, err))
 		}
-		ok, err := fired(c, sendOverSocketPair)
+		ok, err := fired(c, trigger)
 		l.Close()
 		if err != nil {
-			return Unknown, fmt.Sprintf("attached to %s, but the test send failed: %v", name, err)
+			return Unknown, fmt.Sprintf("attached to %s, but %s failed: %v", name, action, err)
 		}
 		if !ok {
-			return Degraded, "attached to " + name + ", but the program did not run on a socket's send and receive"
+			return Degraded, "attached to " + name + ", but the program did not run on " + action
 		}
-		attached = append(attached, name)
 	}
-	return OK, strings.Join(attached, " and ") + " attached and fired"
+	return OK, strings.Join(names, " and ") + " attached and fired"
 }
 
 // sendOverSocketPair sends a byte over a new socket pair and receives it.
