@@ -566,8 +566,8 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 // RST arriving) or that have none left (orphaned after the close), do not
 // pass. A socket that a forked child still holds is not closed by the
 // parent's close(2), and is reported when the last holder closes it.
-// The fd is gone by then: userspace finds the connection by its process
-// and socket.
+// The fd is gone by then: userspace ends every connection on the socket,
+// whichever process closed it last.
 struct file___pre613 {
 	atomic_long_t f_count;
 } __attribute__((preserve_access_index));

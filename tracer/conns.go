@@ -3,6 +3,7 @@ package tracer
 import (
 	"container/list"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -26,12 +27,6 @@ func (r role) String() string {
 		return "client"
 	}
 	return "unknown"
-}
-
-// sockKey names a connection by its process and kernel socket.
-type sockKey struct {
-	tgid uint32
-	sock uint64
 }
 
 // connKey names a connection as the process sees it. The kernel socket
@@ -84,10 +79,10 @@ type conn struct {
 // or a flood of sockets the least recently used connection is evicted.
 type connTable struct {
 	byKey map[connKey]*conn
-	// bySock finds a connection by its process and kernel socket, which
-	// is all a close event names. A process holding one socket under two
-	// fds has two connections; this names the latest added.
-	bySock  map[sockKey]*conn
+	// bySock lists the connections on a kernel socket, oldest first: a
+	// close event names only a socket, and processes that share it (after
+	// a fork) each have their own connection on it.
+	bySock  map[uint64][]*conn
 	perProc map[uint32]int // connections per tgid: most exiting processes have none
 	// byTuple counts connections by (local, remote): same-host linking
 	// asks whether the other end of a connection is tracked too.
@@ -106,7 +101,7 @@ type connTable struct {
 }
 
 func newConnTable(max int, limits *http1.Limits) *connTable {
-	return &connTable{byKey: make(map[connKey]*conn), bySock: make(map[sockKey]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
+	return &connTable{byKey: make(map[connKey]*conn), bySock: make(map[uint64][]*conn), perProc: make(map[uint32]int), byTuple: make(map[[2]netip.AddrPort]int),
 		closed: make(map[[2]netip.AddrPort]time.Time), servers: make(map[uint32]int),
 		lru: list.New(), max: max, limits: limits}
 }
@@ -144,13 +139,10 @@ func (t *connTable) pruneClosed(now time.Time) {
 	}
 }
 
-// ofSock returns the connection of process tgid on kernel socket sock.
-func (t *connTable) ofSock(tgid uint32, sock uint64) *conn {
-	c := t.bySock[sockKey{tgid, sock}]
-	if c != nil {
-		t.lru.MoveToFront(c.elem)
-	}
-	return c
+// onSock returns the connections of every process on kernel socket sock,
+// in a slice of its own.
+func (t *connTable) onSock(sock uint64) []*conn {
+	return slices.Clone(t.bySock[sock])
 }
 
 func (t *connTable) get(k connKey) *conn {
@@ -180,7 +172,7 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 	c.localAddr, c.remoteAddr = c.local.Addr().String(), c.remote.Addr().String()
 	c.elem = t.lru.PushFront(c)
 	t.byKey[c.key] = c
-	t.bySock[sockKey{c.key.tgid, c.sock}] = c
+	t.bySock[c.sock] = append(t.bySock[c.sock], c)
 	t.perProc[c.key.tgid]++
 	t.byTuple[[2]netip.AddrPort{c.local, c.remote}]++
 	if c.role == roleServer {
@@ -193,8 +185,10 @@ func (t *connTable) add(c *conn) (evicted *conn) {
 func (t *connTable) remove(c *conn) {
 	if t.byKey[c.key] == c {
 		delete(t.byKey, c.key)
-		if sk := (sockKey{c.key.tgid, c.sock}); t.bySock[sk] == c {
-			delete(t.bySock, sk)
+		if cs := slices.DeleteFunc(t.bySock[c.sock], func(o *conn) bool { return o == c }); len(cs) > 0 {
+			t.bySock[c.sock] = cs
+		} else {
+			delete(t.bySock, c.sock)
 		}
 		t.lru.Remove(c.elem)
 		if t.perProc[c.key.tgid]--; t.perProc[c.key.tgid] <= 0 {

@@ -208,23 +208,24 @@ func TestConnTablePerProcessCount(t *testing.T) {
 	}
 }
 
-// A close names a process and a socket, not an fd: ofSock finds the
-// connection, and forgets it once it is removed or replaced.
-func TestConnTableOfSock(t *testing.T) {
+// A close names a socket, not an fd or a process: onSock finds every
+// process's connection on it, and forgets one once it is removed or
+// replaced.
+func TestConnTableOnSock(t *testing.T) {
 	tab := newConnTable(4, nil)
 	a, b := newTestConn(1, 3), newTestConn(2, 3)
 	b.sock = a.sock // one socket in two processes, as after a fork
 	tab.add(a)
 	tab.add(b)
-	if tab.ofSock(1, a.sock) != a || tab.ofSock(2, a.sock) != b {
-		t.Fatalf("ofSock: %v, %v", tab.ofSock(1, a.sock), tab.ofSock(2, a.sock))
+	if got := tab.onSock(a.sock); len(got) != 2 || got[0] != a || got[1] != b {
+		t.Fatalf("onSock: %v", got)
 	}
-	if tab.ofSock(1, a.sock+1) != nil || tab.ofSock(3, a.sock) != nil {
-		t.Errorf("ofSock of an unknown socket or process found something")
+	if got := tab.onSock(a.sock + 1); len(got) != 0 {
+		t.Errorf("onSock of an unknown socket found %v", got)
 	}
 	tab.remove(a)
-	if tab.ofSock(1, a.sock) != nil || tab.ofSock(2, a.sock) != b {
-		t.Errorf("after remove: %v, %v", tab.ofSock(1, a.sock), tab.ofSock(2, a.sock))
+	if got := tab.onSock(a.sock); len(got) != 1 || got[0] != b {
+		t.Errorf("after remove: %v", got)
 	}
 	// The same fd with a new socket replaces the connection under both
 	// of its names.
@@ -233,14 +234,14 @@ func TestConnTableOfSock(t *testing.T) {
 	if ev := tab.add(c); ev != b {
 		t.Fatalf("add over a tracked fd handed back %v", ev)
 	}
-	if tab.ofSock(2, b.sock) != nil || tab.ofSock(2, c.sock) != c || len(tab.bySock) != 1 {
-		t.Errorf("after replace: old %v, new %v, %d by socket", tab.ofSock(2, b.sock), tab.ofSock(2, c.sock), len(tab.bySock))
+	if old, got := tab.onSock(b.sock), tab.onSock(c.sock); len(old) != 0 || len(got) != 1 || got[0] != c || len(tab.bySock) != 1 {
+		t.Errorf("after replace: old %v, new %v, %d by socket", old, got, len(tab.bySock))
 	}
 	// Eviction forgets the socket too.
 	for fd := int32(10); fd < 14; fd++ {
 		tab.add(newTestConn(5, fd))
 	}
-	if tab.ofSock(2, c.sock) != nil || len(tab.bySock) != tab.len() {
-		t.Errorf("after eviction: %v, %d by socket, %d connections", tab.ofSock(2, c.sock), len(tab.bySock), tab.len())
+	if got := tab.onSock(c.sock); len(got) != 0 || len(tab.bySock) != tab.len() {
+		t.Errorf("after eviction: %v, %d by socket, %d connections", got, len(tab.bySock), tab.len())
 	}
 }

@@ -34,9 +34,11 @@ func (t *Tracer) handle(raw []byte) {
 	case eventConnect:
 		t.onOpen(e, roleClient)
 	case eventClose:
-		// Seen at the socket once its last fd is gone: the connection is
-		// found by its process and socket (bpf/socket.c sock_state).
-		if c := t.conns.ofSock(e.Tgid, e.Sock); c != nil {
+		// Seen at the socket once its last reference is gone, in whichever
+		// process closed it last (bpf/socket.c sock_state): no process
+		// holds it any more. A forking server's parent may close its copy
+		// after the child that served has closed its own.
+		for _, c := range t.conns.onSock(e.Sock) {
 			t.closeConn(c)
 		}
 	case eventExec:
