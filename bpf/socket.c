@@ -606,6 +606,63 @@ struct {
 	__type(value, struct open_note);
 } opened SEC(".maps");
 
+// Sockets a selected process is connecting, with the process and the fd it
+// connects, from SYN_SENT (in the connecting task) to ESTABLISHED (often in
+// softirq), where the connection's ports are known: the connect is then
+// reported in band, as the connect exit did. A client of a server on the
+// same host must be known as traced before its first bytes, which for a
+// TLS client come only when SSL_write returns: the server's span, ready by
+// then on a loaded machine, links to it only if it is.
+struct connecting {
+	__u32 tgid;
+	__s32 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct connecting);
+} connecting SEC(".maps");
+
+#define NR_CONNECT 42
+
+// note_connect handles the socket-layer hooks' connects: a selected process
+// begins one (CLOSE to SYN_SENT), or one it began is established.
+static __always_inline void note_connect(struct sock *sk, int oldstate, int newstate)
+{
+	__u64 key = (__u64)sk;
+	if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		if (!selected(task->tgid))
+			return;
+		struct pt_regs *regs = syscall_regs(task);
+		// connect(2), or sendto(2) with MSG_FASTOPEN: the fd is the
+		// first argument. Another caller (io_uring) names none.
+		if (regs->orig_ax != NR_CONNECT && regs->orig_ax != NR_SENDTO)
+			return;
+		struct connecting v = {.tgid = task->tgid, .fd = regs->di};
+		bpf_map_update_elem(&connecting, &key, &v, BPF_ANY);
+		return;
+	}
+	if (oldstate != TCP_SYN_SENT)
+		return;
+	struct connecting *v = bpf_map_lookup_elem(&connecting, &key);
+	if (!v)
+		return;
+	struct connecting c = *v;
+	bpf_map_delete_elem(&connecting, &key);
+	if (newstate != TCP_ESTABLISHED)
+		return; // refused or timed out
+	struct event_buf *b = new_event(EVENT_CONNECT, SYS_CONNECT, c.fd, sk);
+	if (!b)
+		return;
+	b->hdr.tgid = c.tgid; // the context may be softirq's
+	b->hdr.tid = c.tgid;
+	__builtin_memset(b->hdr.comm, 0, sizeof(b->hdr.comm));
+	submit(b);
+}
+
 // note_opened records in the opened map a connection that TCP establishes,
 // reporting whether the state change was that: from SYN_SENT, this end
 // connected; from SYN_RECV, a listener created it. Both come before any
@@ -636,8 +693,11 @@ int sock_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
 	struct sock *sk = (struct sock *)ctx->skaddr;
-	if (opened_watch && note_opened(ctx))
-		return 0;
+	if (opened_watch) {
+		note_connect(sk, ctx->oldstate, ctx->newstate);
+		if (note_opened(ctx))
+			return 0;
+	}
 	struct socket *so = AS(struct sock, sk)->sk_socket;
 	if (!so)
 		return 0; // orphaned: closed already

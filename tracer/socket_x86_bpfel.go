@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type socketConnecting struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Fd   int32
+}
+
 type socketEvent struct {
 	_        structs.HostLayout
 	Ts       uint64
@@ -104,6 +110,7 @@ type socketSslSock struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	socketMapConnecting      = "connecting"
 	socketMapCounters        = "counters"
 	socketMapEvents          = "events"
 	socketMapInjectServed    = "inject_served"
@@ -215,6 +222,7 @@ type socketProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type socketMapSpecs struct {
+	Connecting   *ebpf.MapSpec `ebpf:"connecting"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	InjectServed *ebpf.MapSpec `ebpf:"inject_served"`
@@ -262,6 +270,7 @@ func (o *socketObjects) Close() error {
 //
 // It can be passed to loadSocketObjects or ebpf.CollectionSpec.LoadAndAssign.
 type socketMaps struct {
+	Connecting   *ebpf.Map `ebpf:"connecting"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
 	InjectServed *ebpf.Map `ebpf:"inject_served"`
@@ -276,6 +285,7 @@ type socketMaps struct {
 
 func (m *socketMaps) Close() error {
 	return _SocketClose(
+		m.Connecting,
 		m.Counters,
 		m.Events,
 		m.InjectServed,
