@@ -29,6 +29,12 @@ volatile const __u8 cfg_watch_exec = 0;
 // connect exit tracepoints.
 volatile __u32 opened_watch = 0;
 
+// Written by userspace: 1 once the socket-layer hooks leave sendmmsg and
+// recvmmsg to the exit programs, which userspace attaches when a selected
+// process is first seen moving TCP bytes with one of them (--data-hooks
+// auto): only their exits know each message's place in the vector.
+volatile __u32 mmsg_watch = 0;
+
 // Written by userspace: 1 once a probe on an OpenSSL library is attached.
 // Until then the data path skips the lookup for an SSL call in progress.
 volatile __u32 tls_watch = 0;
@@ -332,6 +338,10 @@ static long mmsg_one(__u32 i, struct mmsg_walk *w)
 // the verifier took over a second per program to load it.
 static __always_inline int data_mmsg(__u8 syscall, __u8 dir, long ret)
 {
+	// Beside the socket-layer hooks, attached on demand: until the switch
+	// is made, those report the call by its counts.
+	if (opened_watch && !mmsg_watch)
+		return 0;
 	struct task_struct *task = data_task(ret);
 	if (!task)
 		return 0;
@@ -395,9 +405,12 @@ int exit_sendfile64(struct trace_event_raw_sys_exit *ctx)
 //   - They hand over the socket: no walk of the fd table.
 // The syscall's arguments are still in the task's saved registers, and
 // orig_ax says which call it is. With these hooks no syscall tracepoint is
-// attached at all: the accept and connect exits are replaced by the opened
-// map (note_opened), and a sendmmsg or recvmmsg message, whose place in its
-// vector only the sys_exit programs know, is reported by its count alone.
+// attached at first: the accept and connect exits are replaced by the
+// opened map (note_opened). A sendmmsg or recvmmsg message's place in its
+// vector only the sys_exit programs know: the first such call of a selected
+// process on TCP is reported by its counts, and userspace then attaches
+// those two exits (mmsg_watch), which every syscall on the host pays for;
+// nearly no program moves TCP bytes that way.
 
 // x86-64 numbers of the calls that move a socket's bytes.
 enum {
@@ -478,8 +491,11 @@ static __always_inline int sock_data(__u8 dir, struct sock *sk, int ret, int fla
 		return 0;
 	case NR_SENDMMSG:
 	case NR_RECVMMSG:
+		if (mmsg_watch)
+			return 0; // the call's exit program reads every message
 		// A message's place in the vector is not known here: its
-		// count keeps the parser's place, its bytes are not read.
+		// count keeps the parser's place, its bytes are not read. The
+		// event also tells userspace to attach the exit programs.
 		report_count(nr == NR_SENDMMSG ? SYS_SENDMMSG : SYS_RECVMMSG, dir, ret, fd, sk);
 		count(COUNTER_UNREAD_CALL);
 		return 0;

@@ -102,6 +102,130 @@ func TestIOUringCountedUnread(t *testing.T) {
 	}
 }
 
+// mmsgAttached is what sonde logs when it attaches the sendmmsg and
+// recvmmsg exits on demand.
+const mmsgAttached = "a traced process moves TCP bytes with sendmmsg/recvmmsg"
+
+// startMmsgServer starts testdata/mmsgpeer's server and returns its address.
+func startMmsgServer(t *testing.T) string {
+	t.Helper()
+	p := startProc(t, nil, bins.mmsgpeer, "serve")
+	var addr string
+	waitFor(t, 10*time.Second, "mmsgpeer to listen", func() bool {
+		line, _, ok := strings.Cut(p.stdout.String(), "\n")
+		addr, _ = strings.CutPrefix(line, "listening ")
+		return ok
+	})
+	return addr
+}
+
+// HTTP/1.1 over TCP moved by sendmmsg and recvmmsg alone: each request and
+// response is two messages of one call, received into a vector whose first
+// buffer is too small for either. The socket-layer hooks see each message
+// move, but not where it sits in the vector: a selected process's first
+// such call is counted as unread, and sonde attaches the two calls' exit
+// programs, which read every message from then on. With the syscall hooks
+// the exits are the data path from the start.
+func TestMmsgMessages(t *testing.T) {
+	addr := startMmsgServer(t)
+	s := startSonde(t, nil, "--exe", "mmsgpeer")
+	syscallHooks := dataHooks == "syscalls"
+	if out := run(t, bins.mmsgpeer, "get", addr, "/warmup"); out != "200 16\n" {
+		t.Fatalf("warm-up exchange: got %q", out)
+	}
+	if !syscallHooks {
+		waitFor(t, 10*time.Second, "the sendmmsg/recvmmsg exits to be attached", func() bool { return s.countLogs(mmsgAttached) > 0 })
+	}
+	paths := map[string]string{"/a": "200", "/status/404": "404", "/b": "200"}
+	out := run(t, bins.mmsgpeer, "get", addr, "/a", "/status/404", "/b")
+	if out != "200 16\n404 0\n200 16\n" {
+		t.Fatalf("mmsgpeer get: got %q", out)
+	}
+	r := s.stop(t)
+
+	warmup := func(s span) bool {
+		return s.attr("url.path") == "/warmup" || strings.HasSuffix(s.attr("url.full"), "/warmup")
+	}
+	measured := filter(r.spans, func(s span) bool { return !warmup(s) })
+	servers := filter(measured, func(s span) bool { return s.Kind == "server" })
+	clients := filter(measured, func(s span) bool { return s.Kind == "client" })
+	if len(servers) != len(paths) || len(clients) != len(paths) {
+		t.Fatalf("want %d server and %d client spans after the warm-up, got %d and %d:\n%v", len(paths), len(paths), len(servers), len(clients), r.spans)
+	}
+	for path, status := range paths {
+		sv := findSpan(t, servers, "url.path", path)
+		wantAttrs(t, sv, map[string]string{"http.request.method": "GET", "http.response.status_code": status,
+			"user_agent.original": "mmsgpeer", "network.protocol.version": "1.1"})
+		c := findSpan(t, clients, "url.full", "http://"+addr+path)
+		wantAttrs(t, c, map[string]string{"http.request.method": "GET", "http.response.status_code": status})
+		if sv.TraceID != c.TraceID || sv.ParentSpanID != c.SpanID {
+			t.Errorf("server span of %s is not the client span's child:\n%s\n%s", path, c, sv)
+		}
+	}
+	if syscallHooks {
+		wantNoParseErrors(t, r)
+		if n := r.stat("unread_calls"); n != 0 {
+			t.Errorf("unread_calls = %v with the syscall hooks, want 0", n)
+		}
+		if n := len(filter(r.spans, warmup)); n != 2 {
+			t.Errorf("want the warm-up's server and client spans, got %d:\n%v", n, r.spans)
+		}
+		if s.countLogs(mmsgAttached) != 0 {
+			t.Errorf("the exits were attached on demand, but they are the data path already")
+		}
+		return
+	}
+	// The warm-up's calls, seen before the exits were attached: counted,
+	// and at most one parse error at each end of its connection.
+	if n := r.stat("unread_calls"); n < 2 {
+		t.Errorf("unread_calls = %v, want the warm-up's calls", n)
+	}
+	if n := r.stat("parse_errors_total"); n > 2 {
+		t.Errorf("parse_errors_total = %v, want at most the warm-up connection's two ends", n)
+	}
+	if n := s.countLogs(mmsgAttached); n != 1 {
+		t.Errorf("the exits were attached %d times, want once", n)
+	}
+}
+
+// With --data-hooks=socket sonde attaches no syscall tracepoint, ever:
+// sendmmsg and recvmmsg bytes stay counted and logged as unread, with no
+// span from them, and the peers run on unharmed.
+func TestMmsgSocketHooksOnly(t *testing.T) {
+	addr := startMmsgServer(t)
+	s := startSonde(t, nil, "--exe", "mmsgpeer", "--data-hooks", "socket")
+	if out := run(t, bins.mmsgpeer, "get", addr, "/a", "/b"); out != "200 16\n200 16\n" {
+		t.Fatalf("mmsgpeer get: got %q", out)
+	}
+	const warning = "socket bytes moved by calls sonde cannot read"
+	waitFor(t, 10*time.Second, "the unread calls to be logged", func() bool { return s.countLogs(warning) > 0 })
+	// Both ends' sends and receives of the two exchanges.
+	waitFor(t, 10*time.Second, "every call to be counted", func() bool {
+		return s.countLogs(mmsgAttached) > 0 || unreadLogged(s) >= 8
+	})
+	r := s.stop(t)
+	if n := s.countLogs(mmsgAttached); n != 0 {
+		t.Errorf("sonde attached the sendmmsg/recvmmsg exits with --data-hooks=socket")
+	}
+	if n := r.stat("unread_calls"); n < 8 {
+		t.Errorf("unread_calls = %v, want at least each side's 2 sends and 2 receives", n)
+	}
+	if len(r.spans) != 0 {
+		t.Errorf("spans from bytes sonde did not read:\n%v", r.spans)
+	}
+}
+
+// unreadLogged is the calls_total of sonde's last unread-calls warning.
+func unreadLogged(s *sondeRun) float64 {
+	var last float64
+	for _, rec := range s.logRecords() {
+		if msg, _ := rec["msg"].(string); strings.HasPrefix(msg, "socket bytes moved by calls sonde cannot read") {
+			last, _ = rec["calls_total"].(float64)
+		}
+	}
+	return last
+}
+
 // Kernels before 6.3 have no socket-layer tracepoints, and sonde reads
 // socket bytes at the syscall exits instead (--data-hooks=syscalls, what
 // auto falls back to). The core HTTP/1 tests run again on that path.
@@ -119,6 +243,7 @@ func TestSyscallDataHooks(t *testing.T) {
 		{"ConnectionOpenedBeforeAttach", TestConnectionOpenedBeforeAttach},
 		{"NginxSendfile", TestNginxSendfile},
 		{"TLSOpenSSLTools", TestTLSOpenSSLTools},
+		{"MmsgMessages", TestMmsgMessages},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dataHooks = "syscalls"

@@ -23,6 +23,8 @@ const (
 	dirEgress  = 1
 	dirIngress = 2
 
+	sysSendmmsg = 9
+	sysRecvmmsg = 10
 	sysSendfile = 11
 
 	openedPassive = 1 // OPENED_PASSIVE

@@ -28,6 +28,9 @@ func (t *Tracer) handle(raw []byte) {
 	}
 	switch e.Kind {
 	case eventData:
+		if !t.mmsgSeen && t.dataHooks == DataHooksSocket && (e.Syscall == sysSendmmsg || e.Syscall == sysRecvmmsg) {
+			t.onMmsg()
+		}
 		t.onData(e, data)
 	case eventAccept:
 		t.onOpen(e, roleServer)

@@ -75,11 +75,15 @@ type DataHooks int
 
 const (
 	// DataHooksAuto uses DataHooksSocket where its tracepoints attach, else
-	// DataHooksSyscalls.
+	// DataHooksSyscalls. With the socket hooks, it also attaches the
+	// sendmmsg and recvmmsg exits once a selected process is seen moving
+	// TCP bytes with one of them.
 	DataHooksAuto DataHooks = iota
 	// DataHooksSocket reads bytes at sock:sock_send_length and
 	// sock:sock_recv_length (kernel 6.3 on): they fire for socket calls
 	// only, and cost a traced call about a third of a syscall tracepoint.
+	// No syscall tracepoint is attached: sendmmsg and recvmmsg bytes are
+	// counted as unread (Stats.UnreadCalls).
 	DataHooksSocket
 	// DataHooksSyscalls reads bytes at the sys_exit tracepoints of read,
 	// write and the other calls that move bytes: every kernel has them.

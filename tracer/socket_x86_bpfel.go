@@ -148,6 +148,7 @@ const (
 	socketVarCfgTraceAll     = "cfg_trace_all"
 	socketVarCfgWakeupBytes  = "cfg_wakeup_bytes"
 	socketVarCfgWatchExec    = "cfg_watch_exec"
+	socketVarMmsgWatch       = "mmsg_watch"
 	socketVarOpenedWatch     = "opened_watch"
 	socketVarRunning         = "running"
 	socketVarTlsWatch        = "tls_watch"
@@ -245,6 +246,7 @@ type socketVariableSpecs struct {
 	CfgTraceAll     *ebpf.VariableSpec `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.VariableSpec `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.VariableSpec `ebpf:"cfg_watch_exec"`
+	MmsgWatch       *ebpf.VariableSpec `ebpf:"mmsg_watch"`
 	OpenedWatch     *ebpf.VariableSpec `ebpf:"opened_watch"`
 	Running         *ebpf.VariableSpec `ebpf:"running"`
 	TlsWatch        *ebpf.VariableSpec `ebpf:"tls_watch"`
@@ -309,6 +311,7 @@ type socketVariables struct {
 	CfgTraceAll     *ebpf.Variable `ebpf:"cfg_trace_all"`
 	CfgWakeupBytes  *ebpf.Variable `ebpf:"cfg_wakeup_bytes"`
 	CfgWatchExec    *ebpf.Variable `ebpf:"cfg_watch_exec"`
+	MmsgWatch       *ebpf.Variable `ebpf:"mmsg_watch"`
 	OpenedWatch     *ebpf.Variable `ebpf:"opened_watch"`
 	Running         *ebpf.Variable `ebpf:"running"`
 	TlsWatch        *ebpf.Variable `ebpf:"tls_watch"`

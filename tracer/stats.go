@@ -22,8 +22,9 @@ type Stats struct {
 	TLSUnpaired uint64
 	// UnreadCalls counts TCP sends and receives of selected processes
 	// made by calls whose buffer the socket-layer hooks cannot find: by
-	// io_uring, by a 32-bit process, or a splice out of a socket. Their
-	// bytes are not parsed.
+	// io_uring, by a 32-bit process, a splice out of a socket, or a
+	// sendmmsg or recvmmsg before their exits are attached (or at all with
+	// DataHooksSocket). Their bytes are not parsed.
 	UnreadCalls uint64
 	// User side.
 	Records      uint64            // ring-buffer records read
@@ -201,7 +202,7 @@ func (t *Tracer) reportKernelCounters() {
 		t.lastTargetsFull = full
 	}
 	if n := k[counterUnreadCall]; n > t.lastUnreadCalls {
-		t.log.Warn("socket bytes moved by calls sonde cannot read (io_uring, 32-bit processes): not parsed",
+		t.log.Warn("socket bytes moved by calls sonde cannot read (io_uring, 32-bit processes, sendmmsg/recvmmsg with --data-hooks=socket): not parsed",
 			"calls", n-t.lastUnreadCalls, "calls_total", n)
 		t.lastUnreadCalls = n
 	}

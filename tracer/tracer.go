@@ -77,6 +77,9 @@ type Tracer struct {
 	// dataHooks is the data path attached: DataHooksSocket or
 	// DataHooksSyscalls.
 	dataHooks DataHooks
+	// mmsgSeen is set at the first sendmmsg or recvmmsg the socket-layer
+	// hooks report, when their exits are attached if Options allow.
+	mmsgSeen bool
 	// final holds the kernel counters read just before Close frees them.
 	final   *[counterMax]uint64
 	closeMu sync.Mutex
@@ -417,6 +420,49 @@ func (t *Tracer) attach() error {
 		t.inject = nil
 	}
 	return t.setRunning(true)
+}
+
+// mmsgExits are the exit programs that read sendmmsg and recvmmsg
+// messages, which the socket-layer hooks can only count.
+var mmsgExits = []string{"exit_sendmmsg", "exit_recvmmsg"}
+
+// onMmsg is called at the first sendmmsg or recvmmsg of a selected process
+// on TCP that the socket-layer hooks report. With DataHooksAuto it attaches
+// the two calls' exit programs and hands the calls over to them (mmsg_watch
+// in bpf/socket.c): a message's place in its vector is known only at the
+// exit. Any syscall tracepoint puts every syscall on the host on the
+// kernel's tracing slow path, so they are attached only once a traced
+// process is seen to need them. The call that triggered this, and those
+// before the switch, were counted as unread.
+func (t *Tracer) onMmsg() {
+	t.mmsgSeen = true
+	if t.opts.DataHooks != DataHooksAuto {
+		return // --data-hooks=socket: no syscall tracepoint, ever
+	}
+	var links []link.Link
+	for _, name := range mmsgExits {
+		_, event, _ := tracepointOf(t.spec.Programs[name].SectionName)
+		l, err := link.Tracepoint("syscalls", event, t.coll.Programs[name], nil)
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			t.stats.attachFailures.Add(1)
+			t.log.Warn("sendmmsg/recvmmsg exits not attached; their TCP bytes stay unread", "tracepoint", "syscalls/"+event, "error", err)
+			return
+		}
+		links = append(links, l)
+	}
+	if err := t.coll.Variables["mmsg_watch"].Set(uint32(1)); err != nil {
+		for _, l := range links {
+			l.Close()
+		}
+		t.stats.attachFailures.Add(1)
+		t.log.Warn("sendmmsg/recvmmsg exits not switched on; their TCP bytes stay unread", "error", err)
+		return
+	}
+	t.links = append(t.links, links...)
+	t.log.Info("a traced process moves TCP bytes with sendmmsg/recvmmsg: their exit tracepoints are attached to read them, and every syscall on the host now takes the kernel's tracing path (--data-hooks=socket keeps them off)")
 }
 
 // setRunning switches every program on or off at once (see running in

@@ -1,0 +1,257 @@
+// mmsgpeer speaks HTTP/1.1 over TCP with sendmmsg(2) and recvmmsg(2) alone:
+// every request and response is sent as two messages of one call, and
+// received into a vector of two buffers, the first too small for a whole
+// message. sonde must place each message's bytes in the stream.
+//
+//	mmsgpeer serve              prints "listening ADDR", serves until killed
+//	mmsgpeer get ADDR PATH...   one keep-alive connection, a GET per path;
+//	                            prints "STATUS BODYLEN" per path
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(fmt.Errorf("usage: mmsgpeer serve | get ADDR PATH..."))
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve()
+	case "get":
+		if len(os.Args) < 4 {
+			err = fmt.Errorf("usage: mmsgpeer get ADDR PATH...")
+		} else {
+			err = get(os.Args[2], os.Args[3:])
+		}
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "mmsgpeer:", err)
+	os.Exit(1)
+}
+
+// sendTwo sends a and b as the two messages of one sendmmsg call, and
+// again what a partial send left.
+func sendTwo(fd int, a, b []byte) error {
+	for len(a)+len(b) > 0 {
+		bufs := [][]byte{a, b}
+		var iovs [2]unix.Iovec
+		var msgs [2]mmsghdr
+		n := 0
+		for _, p := range bufs {
+			if len(p) == 0 {
+				continue
+			}
+			iovs[n].Base = &p[0]
+			iovs[n].SetLen(len(p))
+			msgs[n].hdr.Iov = &iovs[n]
+			msgs[n].hdr.SetIovlen(1)
+			n++
+		}
+		sent, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(n), 0, 0, 0)
+		if errno != 0 {
+			return fmt.Errorf("sendmmsg: %w", errno)
+		}
+		for i := 0; i < int(sent); i++ {
+			done := int(msgs[i].len)
+			if len(a) > 0 {
+				a = a[done:]
+			} else {
+				b = b[done:]
+			}
+		}
+	}
+	return nil
+}
+
+// recvTwo receives into a 16-byte and a 4 KiB buffer with one recvmmsg
+// call that waits for the first message only, and returns the bytes in
+// order; none at the peer's close.
+func recvTwo(fd int) ([]byte, error) {
+	var small [16]byte
+	var large [4096]byte
+	var iovs [2]unix.Iovec
+	var msgs [2]mmsghdr
+	for i, p := range [][]byte{small[:], large[:]} {
+		iovs[i].Base = &p[0]
+		iovs[i].SetLen(len(p))
+		msgs[i].hdr.Iov = &iovs[i]
+		msgs[i].hdr.SetIovlen(1)
+	}
+	got, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), 2, unix.MSG_WAITFORONE, 0, 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("recvmmsg: %w", errno)
+	}
+	var out []byte
+	if got > 0 {
+		out = append(out, small[:msgs[0].len]...)
+	}
+	if got > 1 {
+		out = append(out, large[:msgs[1].len]...)
+	}
+	return out, nil
+}
+
+// mmsghdr is struct mmsghdr: a msghdr and the bytes its message moved.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// The sockets are made with plain syscalls, not package net: its
+// descriptors are non-blocking, and a File dup would move the connection
+// to another descriptor than the one connect or accept returned.
+func serve() error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := unix.Listen(ln, 64); err != nil {
+		return err
+	}
+	sa, err := unix.Getsockname(ln)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("listening 127.0.0.1:%d\n", sa.(*unix.SockaddrInet4).Port)
+	for {
+		fd, _, err := unix.Accept(ln)
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer unix.Close(fd)
+			if err := serveConn(fd); err != nil {
+				fmt.Fprintln(os.Stderr, "mmsgpeer: serve:", err)
+			}
+		}()
+	}
+}
+
+// serveConn answers each request on c: 200 with a short body, or the
+// status a path /status/CODE names, with an empty body.
+func serveConn(fd int) error {
+	var pending []byte
+	for {
+		in, err := recvTwo(fd)
+		if err != nil {
+			return err
+		}
+		if len(in) == 0 {
+			return nil
+		}
+		pending = append(pending, in...)
+		for {
+			end := bytes.Index(pending, []byte("\r\n\r\n"))
+			if end < 0 {
+				break
+			}
+			line, _, _ := strings.Cut(string(pending[:end]), "\r\n")
+			pending = pending[end+4:]
+			fields := strings.Fields(line)
+			if len(fields) != 3 {
+				return fmt.Errorf("bad request line %q", line)
+			}
+			status, body := 200, "hello over mmsg\n"
+			if code, ok := strings.CutPrefix(fields[1], "/status/"); ok {
+				if status, err = strconv.Atoi(code); err != nil {
+					return fmt.Errorf("bad status in %q", fields[1])
+				}
+				body = ""
+			}
+			head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n", status, statusText(status), len(body))
+			if err := sendTwo(fd, []byte(head), []byte(body)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func statusText(code int) string {
+	switch code {
+	case 200:
+		return "OK"
+	case 404:
+		return "Not Found"
+	case 503:
+		return "Service Unavailable"
+	}
+	return "Status"
+}
+
+func get(addr string, paths []string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		return fmt.Errorf("address %q: want IPv4 host:port", addr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}); err != nil {
+		return err
+	}
+	var pending []byte
+	for _, path := range paths {
+		line := "GET " + path + " HTTP/1.1\r\n"
+		headers := "Host: " + addr + "\r\nUser-Agent: mmsgpeer\r\n\r\n"
+		if err := sendTwo(fd, []byte(line), []byte(headers)); err != nil {
+			return err
+		}
+		var status, length int
+		for {
+			end := bytes.Index(pending, []byte("\r\n\r\n"))
+			if end >= 0 {
+				head := string(pending[:end])
+				if _, err := fmt.Sscanf(head, "HTTP/1.1 %d", &status); err != nil {
+					return fmt.Errorf("bad response %q", head)
+				}
+				length = -1
+				for _, h := range strings.Split(head, "\r\n")[1:] {
+					if v, ok := strings.CutPrefix(strings.ToLower(h), "content-length: "); ok {
+						length, _ = strconv.Atoi(v)
+					}
+				}
+				if length < 0 {
+					return fmt.Errorf("response without Content-Length: %q", head)
+				}
+				if len(pending) >= end+4+length {
+					pending = pending[end+4+length:]
+					break
+				}
+			}
+			in, err := recvTwo(fd)
+			if err != nil {
+				return err
+			}
+			if len(in) == 0 {
+				return fmt.Errorf("connection closed mid-response")
+			}
+			pending = append(pending, in...)
+		}
+		fmt.Printf("%d %d\n", status, length)
+	}
+	return nil
+}
