@@ -114,6 +114,8 @@ func BenchmarkHTTPHello(b *testing.B) {
 //     (--data-hooks=syscalls, what kernels before 6.3 get), an A/B of the
 //     two data paths in one run; and as the scheduler places everything,
 //     where sonde's own work shares the servers' cores.
+//     SONDE_BENCH_OTHER names another sonde build to run pinned beside
+//     this one in every round, for an A/B of two builds in one run.
 //   - what every process on the host pays per syscall while sonde runs,
 //     traced or not, which side by side is paid by both servers and so
 //     left out of the difference: syscallfloor's least time per syscall
@@ -137,7 +139,10 @@ func BenchmarkSocketPath(b *testing.B) {
 	testutil.RequireRoot(b)
 	testutil.RequireBPF(b)
 	rounds, duration, rate := benchSettings(5)
-	var added, addedPinned, addedPinnedSyscalls added
+	var added, addedPinned, addedPinnedSyscalls, addedOther added
+	// SONDE_BENCH_OTHER names another sonde build (a variant of the BPF
+	// programs, say) to measure pinned beside this one, round by round.
+	other := os.Getenv("SONDE_BENCH_OTHER")
 	var floorGet, floorRead []float64
 	var hooked, hookedRequests int64
 	var bpfSelected, bpfFloor time.Duration
@@ -149,13 +154,19 @@ func BenchmarkSocketPath(b *testing.B) {
 			// always the traced one's.
 			first := i%2 == 0
 			if runtime.NumCPU() > 1 {
-				un, tr := sideBySide(b, duration, rate, true, first, "socket")
+				if other != "" && !first {
+					addedOther.add(sideBySide(b, duration, rate, true, first, "socket", other))
+				}
+				un, tr := sideBySide(b, duration, rate, true, first, "socket", bins.sonde)
 				addedPinned.add(un, tr)
 				hooked += un.syscalls
 				hookedRequests += un.requests
-				addedPinnedSyscalls.add(sideBySide(b, duration, rate, true, first, "syscalls"))
+				if other != "" && first {
+					addedOther.add(sideBySide(b, duration, rate, true, first, "socket", other))
+				}
+				addedPinnedSyscalls.add(sideBySide(b, duration, rate, true, first, "syscalls", bins.sonde))
 			}
-			added.add(sideBySide(b, duration, rate, false, first, "socket"))
+			added.add(sideBySide(b, duration, rate, false, first, "socket", bins.sonde))
 			get, read := syscallFloor(b)
 			floorGet, floorRead = append(floorGet, get), append(floorRead, read)
 			t := tracedStats{bpfStats: true, noGo: true, noTLS: true}
@@ -177,6 +188,16 @@ func BenchmarkSocketPath(b *testing.B) {
 		b.ReportMetric(perRequest, "server_hooked_syscalls/req")
 		b.ReportMetric(addedPinned.median()+perRequest*floorReadMedian/1000, "server_µs_added/req_pinned_with_floor")
 		addedPinnedSyscalls.report(b, "server_µs_added/req_pinned_syscall_hooks")
+		if addedOther.rounds() > 0 {
+			addedOther.report(b, "server_µs_added/req_pinned_other")
+			// Paired by round: the two builds ran one after the other.
+			diffs := make([]float64, len(addedOther.diffs))
+			for i := range diffs {
+				diffs[i] = addedOther.diffs[i] - addedPinned.diffs[i]
+			}
+			b.Logf("other less this, round by round (µs/req): %.2f", diffs)
+			b.ReportMetric(median(diffs), "server_µs_added/req_pinned_other_less_this")
+		}
 	}
 	added.report(b, "server_µs_added/req")
 	b.Logf("syscall floor, round by round (ns): getppid %.1f, read %.1f", floorGet, floorRead)
@@ -191,10 +212,11 @@ func BenchmarkSocketPath(b *testing.B) {
 // sideBySide runs two identical Go servers at once, each under a load
 // generator of its own at half of rate requests a second (together as
 // many as one server serves in benchRound), and traces one of them (the
-// first started when first) with the socket path alone. It returns the
-// untraced and the traced server's figures over the same interval. pin
-// puts both servers on the last CPU and everything else on the others.
-func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool, dataHooks string) (untraced, traced runStats) {
+// first started when first) with the socket path alone, by the sonde at
+// path sonde. It returns the untraced and the traced server's figures over
+// the same interval. pin puts both servers on the last CPU and everything
+// else on the others.
+func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool, dataHooks, sonde string) (untraced, traced runStats) {
 	b.Helper()
 	var prefix []string
 	if pin {
@@ -210,8 +232,10 @@ func sideBySide(b *testing.B, d time.Duration, rate int, pin, first bool, dataHo
 	}
 	tr, un := srvs[0], srvs[1]
 	rcv := otlptest.StartCounter(b)
-	s := startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()},
-		"--pid", fmt.Sprint(tr.pid()), "--output", "otlp", "--go=false", "--tls=false", "--data-hooks", dataHooks)
+	requireTracing(b)
+	s := launchSonde(b, exec.Command(sonde, traceArgs([]string{"--pid", fmt.Sprint(tr.pid()), "--output", "otlp",
+		"--go=false", "--tls=false", "--data-hooks", dataHooks})...), []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()})
+	s.waitReady(b, 60*time.Second)
 	var cpu0 [2]time.Duration
 	var io0 [2]int64
 	for i, srv := range []*goServer{un, tr} {

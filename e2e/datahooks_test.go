@@ -106,17 +106,72 @@ func TestIOUringCountedUnread(t *testing.T) {
 // recvmmsg exits on demand.
 const mmsgAttached = "a traced process moves TCP bytes with sendmmsg/recvmmsg"
 
-// startMmsgServer starts testdata/mmsgpeer's server and returns its address.
-func startMmsgServer(t *testing.T) string {
+// startVecServer starts testdata/vecpeer's server on the calls named and
+// returns its address.
+func startVecServer(t *testing.T, calls string) string {
 	t.Helper()
-	p := startProc(t, nil, bins.mmsgpeer, "serve")
+	p := startProc(t, nil, bins.vecpeer, calls, "serve")
 	var addr string
-	waitFor(t, 10*time.Second, "mmsgpeer to listen", func() bool {
+	waitFor(t, 10*time.Second, "vecpeer to listen", func() bool {
 		line, _, ok := strings.Cut(p.stdout.String(), "\n")
 		addr, _ = strings.CutPrefix(line, "listening ")
 		return ok
 	})
 	return addr
+}
+
+// vecPaths are what TestVectoredCalls and TestMmsgMessages request, and the
+// status each gets.
+var vecPaths = map[string]string{"/a": "200", "/status/404": "404", "/b": "200"}
+
+// getVec requests vecPaths with testdata/vecpeer's client on the calls
+// named, over one connection.
+func getVec(t *testing.T, calls, addr string) {
+	t.Helper()
+	if out := run(t, bins.vecpeer, calls, "get", addr, "/a", "/status/404", "/b"); out != "200 16\n404 0\n200 16\n" {
+		t.Fatalf("vecpeer %s get: got %q", calls, out)
+	}
+}
+
+// wantVecSpans checks that spans hold a server and a client span of each
+// of vecPaths, and nothing else, with the server span the client's child.
+func wantVecSpans(t *testing.T, spans []span, addr string) {
+	t.Helper()
+	servers := filter(spans, func(s span) bool { return s.Kind == "server" })
+	clients := filter(spans, func(s span) bool { return s.Kind == "client" })
+	if len(servers) != len(vecPaths) || len(clients) != len(vecPaths) {
+		t.Fatalf("want %d server and %d client spans, got %d and %d:\n%v", len(vecPaths), len(vecPaths), len(servers), len(clients), spans)
+	}
+	for path, status := range vecPaths {
+		sv := findSpan(t, servers, "url.path", path)
+		wantAttrs(t, sv, map[string]string{"http.request.method": "GET", "http.response.status_code": status,
+			"user_agent.original": "vecpeer", "network.protocol.version": "1.1"})
+		c := findSpan(t, clients, "url.full", "http://"+addr+path)
+		wantAttrs(t, c, map[string]string{"http.request.method": "GET", "http.response.status_code": status})
+		if sv.TraceID != c.TraceID || sv.ParentSpanID != c.SpanID {
+			t.Errorf("server span of %s is not the client span's child:\n%s\n%s", path, c, sv)
+		}
+	}
+}
+
+// HTTP/1.1 moved by writev and readv, and by sendmsg and recvmsg, alone:
+// each request and response is sent in two iovecs, and received into two
+// buffers, the first too small for either. The bytes are read from every
+// iovec in order.
+func TestVectoredCalls(t *testing.T) {
+	for _, calls := range []string{"vec", "msg"} {
+		t.Run(calls, func(t *testing.T) {
+			addr := startVecServer(t, calls)
+			s := startSonde(t, nil, "--exe", "vecpeer")
+			getVec(t, calls, addr)
+			r := s.stop(t)
+			wantNoParseErrors(t, r)
+			wantVecSpans(t, r.spans, addr)
+			if n := r.stat("unread_calls"); n != 0 {
+				t.Errorf("unread_calls = %v, want 0", n)
+			}
+		})
+	}
 }
 
 // HTTP/1.1 over TCP moved by sendmmsg and recvmmsg alone: each request and
@@ -127,41 +182,22 @@ func startMmsgServer(t *testing.T) string {
 // programs, which read every message from then on. With the syscall hooks
 // the exits are the data path from the start.
 func TestMmsgMessages(t *testing.T) {
-	addr := startMmsgServer(t)
-	s := startSonde(t, nil, "--exe", "mmsgpeer")
+	addr := startVecServer(t, "mmsg")
+	s := startSonde(t, nil, "--exe", "vecpeer")
 	syscallHooks := dataHooks == "syscalls"
-	if out := run(t, bins.mmsgpeer, "get", addr, "/warmup"); out != "200 16\n" {
+	if out := run(t, bins.vecpeer, "mmsg", "get", addr, "/warmup"); out != "200 16\n" {
 		t.Fatalf("warm-up exchange: got %q", out)
 	}
 	if !syscallHooks {
 		waitFor(t, 10*time.Second, "the sendmmsg/recvmmsg exits to be attached", func() bool { return s.countLogs(mmsgAttached) > 0 })
 	}
-	paths := map[string]string{"/a": "200", "/status/404": "404", "/b": "200"}
-	out := run(t, bins.mmsgpeer, "get", addr, "/a", "/status/404", "/b")
-	if out != "200 16\n404 0\n200 16\n" {
-		t.Fatalf("mmsgpeer get: got %q", out)
-	}
+	getVec(t, "mmsg", addr)
 	r := s.stop(t)
 
 	warmup := func(s span) bool {
 		return s.attr("url.path") == "/warmup" || strings.HasSuffix(s.attr("url.full"), "/warmup")
 	}
-	measured := filter(r.spans, func(s span) bool { return !warmup(s) })
-	servers := filter(measured, func(s span) bool { return s.Kind == "server" })
-	clients := filter(measured, func(s span) bool { return s.Kind == "client" })
-	if len(servers) != len(paths) || len(clients) != len(paths) {
-		t.Fatalf("want %d server and %d client spans after the warm-up, got %d and %d:\n%v", len(paths), len(paths), len(servers), len(clients), r.spans)
-	}
-	for path, status := range paths {
-		sv := findSpan(t, servers, "url.path", path)
-		wantAttrs(t, sv, map[string]string{"http.request.method": "GET", "http.response.status_code": status,
-			"user_agent.original": "mmsgpeer", "network.protocol.version": "1.1"})
-		c := findSpan(t, clients, "url.full", "http://"+addr+path)
-		wantAttrs(t, c, map[string]string{"http.request.method": "GET", "http.response.status_code": status})
-		if sv.TraceID != c.TraceID || sv.ParentSpanID != c.SpanID {
-			t.Errorf("server span of %s is not the client span's child:\n%s\n%s", path, c, sv)
-		}
-	}
+	wantVecSpans(t, filter(r.spans, func(s span) bool { return !warmup(s) }), addr)
 	if syscallHooks {
 		wantNoParseErrors(t, r)
 		if n := r.stat("unread_calls"); n != 0 {
@@ -192,10 +228,10 @@ func TestMmsgMessages(t *testing.T) {
 // sendmmsg and recvmmsg bytes stay counted and logged as unread, with no
 // span from them, and the peers run on unharmed.
 func TestMmsgSocketHooksOnly(t *testing.T) {
-	addr := startMmsgServer(t)
-	s := startSonde(t, nil, "--exe", "mmsgpeer", "--data-hooks", "socket")
-	if out := run(t, bins.mmsgpeer, "get", addr, "/a", "/b"); out != "200 16\n200 16\n" {
-		t.Fatalf("mmsgpeer get: got %q", out)
+	addr := startVecServer(t, "mmsg")
+	s := startSonde(t, nil, "--exe", "vecpeer", "--data-hooks", "socket")
+	if out := run(t, bins.vecpeer, "mmsg", "get", addr, "/a", "/b"); out != "200 16\n200 16\n" {
+		t.Fatalf("vecpeer mmsg get: got %q", out)
 	}
 	const warning = "socket bytes moved by calls sonde cannot read"
 	waitFor(t, 10*time.Second, "the unread calls to be logged", func() bool { return s.countLogs(warning) > 0 })
@@ -243,6 +279,7 @@ func TestSyscallDataHooks(t *testing.T) {
 		{"ConnectionOpenedBeforeAttach", TestConnectionOpenedBeforeAttach},
 		{"NginxSendfile", TestNginxSendfile},
 		{"TLSOpenSSLTools", TestTLSOpenSSLTools},
+		{"VectoredCalls", TestVectoredCalls},
 		{"MmsgMessages", TestMmsgMessages},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,7 +25,7 @@ var bins struct {
 	sonde, goserver, goclient, rategen string
 	sleepserver, h2cserver, grpcpair   string
 	spanfloor, syscallfloor, uringsend string
-	mmsgpeer                           string
+	vecpeer                            string
 }
 
 func TestMain(m *testing.M) {
@@ -45,7 +45,7 @@ func TestMain(m *testing.M) {
 	bins.spanfloor = filepath.Join(dir, "spanfloor")
 	bins.syscallfloor = filepath.Join(dir, "syscallfloor")
 	bins.uringsend = filepath.Join(dir, "uringsend")
-	bins.mmsgpeer = filepath.Join(dir, "mmsgpeer")
+	bins.vecpeer = filepath.Join(dir, "vecpeer")
 	for out, pkg := range map[string]string{
 		bins.sonde:        "../cmd/sonde",
 		bins.goserver:     "./testdata/goserver",
@@ -57,7 +57,7 @@ func TestMain(m *testing.M) {
 		bins.spanfloor:    "./testdata/spanfloor",
 		bins.syscallfloor: "./testdata/syscallfloor",
 		bins.uringsend:    "./testdata/uringsend",
-		bins.mmsgpeer:     "./testdata/mmsgpeer",
+		bins.vecpeer:      "./testdata/vecpeer",
 	} {
 		cmd := exec.Command("go", "build", "-o", out, pkg)
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -1,11 +1,17 @@
-// mmsgpeer speaks HTTP/1.1 over TCP with sendmmsg(2) and recvmmsg(2) alone:
-// every request and response is sent as two messages of one call, and
-// received into a vector of two buffers, the first too small for a whole
-// message. sonde must place each message's bytes in the stream.
+// vecpeer speaks HTTP/1.1 over TCP with vectored calls alone: every
+// request and response is sent in two pieces by one call, and received
+// into two buffers, the first too small for a whole message. sonde must put
+// the pieces together in order. CALLS picks the calls:
 //
-//	mmsgpeer serve              prints "listening ADDR", serves until killed
-//	mmsgpeer get ADDR PATH...   one keep-alive connection, a GET per path;
-//	                            prints "STATUS BODYLEN" per path
+//	vec   writev and readv, two iovecs
+//	msg   sendmsg and recvmsg, two iovecs
+//	mmsg  sendmmsg and recvmmsg, two messages of one iovec each
+//
+// Usage:
+//
+//	vecpeer CALLS serve              prints "listening ADDR", serves until killed
+//	vecpeer CALLS get ADDR PATH...   one keep-alive connection, a GET per
+//	                                 path; prints "STATUS BODYLEN" per path
 package main
 
 import (
@@ -20,22 +26,38 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// The two calls of a CALLS family.
+var (
+	sendTwo func(fd int, a, b []byte) error
+	recvTwo func(fd int) ([]byte, error)
+)
+
 func main() {
-	if len(os.Args) < 2 {
-		fail(fmt.Errorf("usage: mmsgpeer serve | get ADDR PATH..."))
+	if len(os.Args) < 3 {
+		fail(fmt.Errorf("usage: vecpeer vec|msg|mmsg serve | get ADDR PATH..."))
+	}
+	switch os.Args[1] {
+	case "vec":
+		sendTwo, recvTwo = writevTwo, readvTwo
+	case "msg":
+		sendTwo, recvTwo = sendmsgTwo, recvmsgTwo
+	case "mmsg":
+		sendTwo, recvTwo = sendmmsgTwo, recvmmsgTwo
+	default:
+		fail(fmt.Errorf("unknown calls %q", os.Args[1]))
 	}
 	var err error
-	switch os.Args[1] {
+	switch os.Args[2] {
 	case "serve":
 		err = serve()
 	case "get":
-		if len(os.Args) < 4 {
-			err = fmt.Errorf("usage: mmsgpeer get ADDR PATH...")
+		if len(os.Args) < 5 {
+			err = fmt.Errorf("usage: vecpeer CALLS get ADDR PATH...")
 		} else {
-			err = get(os.Args[2], os.Args[3:])
+			err = get(os.Args[3], os.Args[4:])
 		}
 	default:
-		err = fmt.Errorf("unknown command %q", os.Args[1])
+		err = fmt.Errorf("unknown command %q", os.Args[2])
 	}
 	if err != nil {
 		fail(err)
@@ -43,13 +65,13 @@ func main() {
 }
 
 func fail(err error) {
-	fmt.Fprintln(os.Stderr, "mmsgpeer:", err)
+	fmt.Fprintln(os.Stderr, "vecpeer:", err)
 	os.Exit(1)
 }
 
-// sendTwo sends a and b as the two messages of one sendmmsg call, and
+// sendmmsgTwo sends a and b as the two messages of one sendmmsg call, and
 // again what a partial send left.
-func sendTwo(fd int, a, b []byte) error {
+func sendmmsgTwo(fd int, a, b []byte) error {
 	for len(a)+len(b) > 0 {
 		bufs := [][]byte{a, b}
 		var iovs [2]unix.Iovec
@@ -81,10 +103,10 @@ func sendTwo(fd int, a, b []byte) error {
 	return nil
 }
 
-// recvTwo receives into a 16-byte and a 4 KiB buffer with one recvmmsg
-// call that waits for the first message only, and returns the bytes in
-// order; none at the peer's close.
-func recvTwo(fd int) ([]byte, error) {
+// recvmmsgTwo receives into a 16-byte and a 4 KiB buffer with one
+// recvmmsg call that waits for the first message only, and returns the
+// bytes in order; none at the peer's close.
+func recvmmsgTwo(fd int) ([]byte, error) {
 	var small [16]byte
 	var large [4096]byte
 	var iovs [2]unix.Iovec
@@ -107,6 +129,71 @@ func recvTwo(fd int) ([]byte, error) {
 		out = append(out, large[:msgs[1].len]...)
 	}
 	return out, nil
+}
+
+// writevTwo writes a and b with writev calls of two iovecs until all is
+// sent.
+func writevTwo(fd int, a, b []byte) error {
+	for len(a)+len(b) > 0 {
+		n, err := unix.Writev(fd, [][]byte{a, b})
+		if err != nil {
+			return fmt.Errorf("writev: %w", err)
+		}
+		a, b = advance(a, b, n)
+	}
+	return nil
+}
+
+// readvTwo reads into a 16-byte and a 4 KiB buffer with one readv call.
+func readvTwo(fd int) ([]byte, error) {
+	var small [16]byte
+	var large [4096]byte
+	n, err := unix.Readv(fd, [][]byte{small[:], large[:]})
+	if err != nil {
+		return nil, fmt.Errorf("readv: %w", err)
+	}
+	return joinRead(small[:], large[:], n), nil
+}
+
+// sendmsgTwo sends a and b with sendmsg calls of two iovecs until all is
+// sent.
+func sendmsgTwo(fd int, a, b []byte) error {
+	for len(a)+len(b) > 0 {
+		n, err := unix.SendmsgBuffers(fd, [][]byte{a, b}, nil, nil, 0)
+		if err != nil {
+			return fmt.Errorf("sendmsg: %w", err)
+		}
+		a, b = advance(a, b, n)
+	}
+	return nil
+}
+
+// recvmsgTwo receives into a 16-byte and a 4 KiB buffer with one recvmsg
+// call.
+func recvmsgTwo(fd int) ([]byte, error) {
+	var small [16]byte
+	var large [4096]byte
+	n, _, _, _, err := unix.RecvmsgBuffers(fd, [][]byte{small[:], large[:]}, nil, 0)
+	if err != nil {
+		return nil, fmt.Errorf("recvmsg: %w", err)
+	}
+	return joinRead(small[:], large[:], n), nil
+}
+
+// advance drops the first n bytes of a then b.
+func advance(a, b []byte, n int) ([]byte, []byte) {
+	if n <= len(a) {
+		return a[n:], b
+	}
+	return nil, b[n-len(a):]
+}
+
+// joinRead returns the n bytes a read scattered over small then large.
+func joinRead(small, large []byte, n int) []byte {
+	if n <= len(small) {
+		return append([]byte(nil), small[:n]...)
+	}
+	return append(append([]byte(nil), small...), large[:n-len(small)]...)
 }
 
 // mmsghdr is struct mmsghdr: a msghdr and the bytes its message moved.
@@ -143,7 +230,7 @@ func serve() error {
 		go func() {
 			defer unix.Close(fd)
 			if err := serveConn(fd); err != nil {
-				fmt.Fprintln(os.Stderr, "mmsgpeer: serve:", err)
+				fmt.Fprintln(os.Stderr, "vecpeer: serve:", err)
 			}
 		}()
 	}
@@ -216,7 +303,7 @@ func get(addr string, paths []string) error {
 	var pending []byte
 	for _, path := range paths {
 		line := "GET " + path + " HTTP/1.1\r\n"
-		headers := "Host: " + addr + "\r\nUser-Agent: mmsgpeer\r\n\r\n"
+		headers := "Host: " + addr + "\r\nUser-Agent: vecpeer\r\n\r\n"
 		if err := sendTwo(fd, []byte(line), []byte(headers)); err != nil {
 			return err
 		}
