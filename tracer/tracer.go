@@ -333,8 +333,9 @@ var essential = map[string]bool{"inet_sock_set_state": true}
 // tracepoints, which must attach both or neither, or at the syscall exits
 // of the calls that move bytes, of which read and write are essential, and
 // of accept and connect. With the socket layer's, no syscall tracepoint is
-// attached: while one is, every syscall of every process on the host takes
-// the kernel's slow path.
+// attached (but sendmmsg's and recvmmsg's, once needed: onMmsg): while one
+// is, every syscall of every process on the host takes the kernel's slow
+// path.
 var (
 	socketLayerPrograms   = []string{"sock_send", "sock_recv"}
 	essentialSyscallHooks = map[string]bool{"sys_exit_read": true, "sys_exit_write": true, "sys_exit_accept4": true}
