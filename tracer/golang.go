@@ -213,7 +213,7 @@ func (g *goProbes) close() {
 	g.mu.Unlock()
 }
 
-// closeLinks closes uprobe links concurrently: each waits for RCU grace
+// closeLinks closes links concurrently: a uprobe link waits for RCU grace
 // periods in the kernel, which concurrent removals share. One by one, 18
 // binaries took 17 s to let go of.
 func closeLinks(links []link.Link) {

@@ -202,7 +202,7 @@ func (t *Tracer) reportKernelCounters() {
 		t.lastTargetsFull = full
 	}
 	if n := k[counterUnreadCall]; n > t.lastUnreadCalls {
-		t.log.Warn("socket bytes moved by calls sonde cannot read (io_uring, 32-bit processes, sendmmsg/recvmmsg with --data-hooks=socket): not parsed",
+		t.log.Warn("socket bytes moved by calls sonde cannot read (io_uring, 32-bit processes, sendmmsg/recvmmsg before their exits are attached, or with --data-hooks=socket): not parsed",
 			"calls", n-t.lastUnreadCalls, "calls_total", n)
 		t.lastUnreadCalls = n
 	}

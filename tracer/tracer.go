@@ -356,9 +356,7 @@ func (t *Tracer) attachSocketLayer() (bool, error) {
 		}
 		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: event, Program: t.coll.Programs[name]})
 		if err != nil {
-			for _, l := range links {
-				l.Close()
-			}
+			closeLinks(links)
 			if t.opts.DataHooks == DataHooksSocket {
 				return false, fmt.Errorf("attach raw tracepoint %s: %w", event, err)
 			}
@@ -440,30 +438,33 @@ func (t *Tracer) onMmsg() {
 	if t.opts.DataHooks != DataHooksAuto {
 		return // --data-hooks=socket: no syscall tracepoint, ever
 	}
+	links, err := t.attachMmsgExits()
+	if err != nil {
+		closeLinks(links)
+		t.stats.attachFailures.Add(1)
+		t.log.Warn("sendmmsg/recvmmsg exits not attached; their TCP bytes stay unread", "error", err)
+		return
+	}
+	t.links = append(t.links, links...)
+	t.log.Info("a traced process moves TCP bytes with sendmmsg/recvmmsg: their exit tracepoints are attached to read them, and every syscall on the host now takes the kernel's tracing path (--data-hooks=socket keeps them off)")
+}
+
+// attachMmsgExits attaches the mmsgExits and switches them on, returning
+// what it attached so far, which the caller closes on error.
+func (t *Tracer) attachMmsgExits() ([]link.Link, error) {
 	var links []link.Link
 	for _, name := range mmsgExits {
 		_, event, _ := tracepointOf(t.spec.Programs[name].SectionName)
 		l, err := link.Tracepoint("syscalls", event, t.coll.Programs[name], nil)
 		if err != nil {
-			for _, l := range links {
-				l.Close()
-			}
-			t.stats.attachFailures.Add(1)
-			t.log.Warn("sendmmsg/recvmmsg exits not attached; their TCP bytes stay unread", "tracepoint", "syscalls/"+event, "error", err)
-			return
+			return links, fmt.Errorf("attach syscalls/%s: %w", event, err)
 		}
 		links = append(links, l)
 	}
 	if err := t.coll.Variables["mmsg_watch"].Set(uint32(1)); err != nil {
-		for _, l := range links {
-			l.Close()
-		}
-		t.stats.attachFailures.Add(1)
-		t.log.Warn("sendmmsg/recvmmsg exits not switched on; their TCP bytes stay unread", "error", err)
-		return
+		return links, fmt.Errorf("switch on the exits: %w", err)
 	}
-	t.links = append(t.links, links...)
-	t.log.Info("a traced process moves TCP bytes with sendmmsg/recvmmsg: their exit tracepoints are attached to read them, and every syscall on the host now takes the kernel's tracing path (--data-hooks=socket keeps them off)")
+	return links, nil
 }
 
 // setRunning switches every program on or off at once (see running in

@@ -146,13 +146,7 @@ func writevTwo(fd int, a, b []byte) error {
 
 // readvTwo reads into a 16-byte and a 4 KiB buffer with one readv call.
 func readvTwo(fd int) ([]byte, error) {
-	var small [16]byte
-	var large [4096]byte
-	n, err := unix.Readv(fd, [][]byte{small[:], large[:]})
-	if err != nil {
-		return nil, fmt.Errorf("readv: %w", err)
-	}
-	return joinRead(small[:], large[:], n), nil
+	return readTwo("readv", func(bufs [][]byte) (int, error) { return unix.Readv(fd, bufs) })
 }
 
 // sendmsgTwo sends a and b with sendmsg calls of two iovecs until all is
@@ -171,13 +165,25 @@ func sendmsgTwo(fd int, a, b []byte) error {
 // recvmsgTwo receives into a 16-byte and a 4 KiB buffer with one recvmsg
 // call.
 func recvmsgTwo(fd int) ([]byte, error) {
+	return readTwo("recvmsg", func(bufs [][]byte) (int, error) {
+		n, _, _, _, err := unix.RecvmsgBuffers(fd, bufs, nil, 0)
+		return n, err
+	})
+}
+
+// readTwo reads with call into a 16-byte and a 4 KiB buffer and returns
+// the bytes in order.
+func readTwo(name string, call func([][]byte) (int, error)) ([]byte, error) {
 	var small [16]byte
 	var large [4096]byte
-	n, _, _, _, err := unix.RecvmsgBuffers(fd, [][]byte{small[:], large[:]}, nil, 0)
+	n, err := call([][]byte{small[:], large[:]})
 	if err != nil {
-		return nil, fmt.Errorf("recvmsg: %w", err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return joinRead(small[:], large[:], n), nil
+	if n <= len(small) {
+		return append([]byte(nil), small[:n]...), nil
+	}
+	return append(small[:], large[:n-len(small)]...), nil
 }
 
 // advance drops the first n bytes of a then b.
@@ -186,14 +192,6 @@ func advance(a, b []byte, n int) ([]byte, []byte) {
 		return a[n:], b
 	}
 	return nil, b[n-len(a):]
-}
-
-// joinRead returns the n bytes a read scattered over small then large.
-func joinRead(small, large []byte, n int) []byte {
-	if n <= len(small) {
-		return append([]byte(nil), small[:n]...)
-	}
-	return append(append([]byte(nil), small...), large[:n-len(small)]...)
 }
 
 // mmsghdr is struct mmsghdr: a msghdr and the bytes its message moved.
