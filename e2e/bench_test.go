@@ -115,7 +115,11 @@ func BenchmarkHTTPHello(b *testing.B) {
 //     two data paths in one run; and as the scheduler places everything,
 //     where sonde's own work shares the servers' cores.
 //     SONDE_BENCH_OTHER names another sonde build to run pinned beside
-//     this one in every round, for an A/B of two builds in one run.
+//     this one in every round, for an A/B of two builds in one run. The
+//     two builds' BPF run time is then also measured, pinned, one after
+//     the other in every round, and paired: the finer measure of a change
+//     to the programs: their paired differences spread by about 0.2
+//     µs/req where the server CPU's spread by 0.5 to 1.
 //   - what every process on the host pays per syscall while sonde runs,
 //     traced or not, which side by side is paid by both servers and so
 //     left out of the difference: syscallfloor's least time per syscall
@@ -147,6 +151,9 @@ func BenchmarkSocketPath(b *testing.B) {
 	var hooked, hookedRequests int64
 	var bpfSelected, bpfFloor time.Duration
 	var selectedRequests, floorRequests int64
+	// Per round, µs/req, when another build is measured: the BPF run time
+	// of the two builds' programs, the finer measure of a change to them.
+	var bpfThis, bpfOther []float64
 	for range b.N {
 		for i := range rounds {
 			// Which of the two servers is traced alternates, so that
@@ -169,6 +176,19 @@ func BenchmarkSocketPath(b *testing.B) {
 			added.add(sideBySide(b, duration, rate, false, first, "socket", bins.sonde))
 			get, read := syscallFloor(b)
 			floorGet, floorRead = append(floorGet, get), append(floorRead, read)
+			if other != "" && runtime.NumCPU() > 1 {
+				// Pinned, as the server's CPU is measured above: unpinned,
+				// sonde's own work on the server's CPU doubles the spread.
+				for _, bin := range orderPair(first, bins.sonde, other) {
+					t := tracedStats{bpfStats: true, noGo: true, noTLS: true, pin: true, sonde: bin}
+					perRequest := perReq(t.bpf, benchRound(b, duration, true, rateLoad(rate), &t).requests)
+					if bin == other {
+						bpfOther = append(bpfOther, perRequest)
+					} else {
+						bpfThis = append(bpfThis, perRequest)
+					}
+				}
+			}
 			t := tracedStats{bpfStats: true, noGo: true, noTLS: true}
 			statsRound := benchRound(b, duration, true, rateLoad(rate), &t)
 			bpfSelected += t.bpf
@@ -199,6 +219,16 @@ func BenchmarkSocketPath(b *testing.B) {
 			b.ReportMetric(median(diffs), "server_µs_added/req_pinned_other_less_this")
 		}
 	}
+	if len(bpfOther) > 0 {
+		diffs := make([]float64, len(bpfOther))
+		for i := range diffs {
+			diffs[i] = bpfOther[i] - bpfThis[i]
+		}
+		b.Logf("BPF run time, other less this, round by round (µs/req): %.3f", diffs)
+		b.ReportMetric(median(bpfThis), "bpf_µs/req_pinned")
+		b.ReportMetric(median(bpfOther), "bpf_µs/req_pinned_other")
+		b.ReportMetric(median(diffs), "bpf_µs/req_pinned_other_less_this")
+	}
 	added.report(b, "server_µs_added/req")
 	b.Logf("syscall floor, round by round (ns): getppid %.1f, read %.1f", floorGet, floorRead)
 	b.ReportMetric(median(floorGet), "floor_ns/syscall")
@@ -207,6 +237,15 @@ func BenchmarkSocketPath(b *testing.B) {
 	b.ReportMetric(floor, "bpf_unselected_µs/req")
 	b.ReportMetric(selected-floor/2, "bpf_server_µs/req")
 	b.ReportMetric(0, "ns/op")
+}
+
+// orderPair returns a and b, in that order when first is set: the order of
+// an A/B pair alternates from round to round.
+func orderPair(first bool, a, b string) []string {
+	if first {
+		return []string{a, b}
+	}
+	return []string{b, a}
 }
 
 // sideBySide runs two identical Go servers at once, each under a load
@@ -383,6 +422,7 @@ type tracedStats struct {
 	noTLS    bool // run sonde with --tls=false
 	noGo     bool // run sonde with --go=false
 	other    bool // select an idle process, not the server
+	sonde    string // the sonde binary; "" is the one built for the tests
 	// pin puts the server on the last CPU and the load generator and sonde
 	// on the others; it applies to untraced rounds too.
 	pin bool
@@ -469,7 +509,13 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 		if prof := os.Getenv("SONDE_BENCH_CPUPROFILE"); prof != "" {
 			args = append(args, "--cpu-profile", prof)
 		}
-		s = startSonde(b, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()}, args...)
+		bin := traced.sonde
+		if bin == "" {
+			bin = bins.sonde
+		}
+		requireTracing(b)
+		s = launchSonde(b, exec.Command(bin, traceArgs(args)...), []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()})
+		s.waitReady(b, 60*time.Second)
 	}
 	cpu0, err := procCPU(srv.pid())
 	if err != nil {
