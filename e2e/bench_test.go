@@ -418,10 +418,10 @@ func (a added) report(b *testing.B, unit string) {
 }
 
 type tracedStats struct {
-	bpfStats bool // measure BPF run time (kernel.bpf_stats_enabled)
-	noTLS    bool // run sonde with --tls=false
-	noGo     bool // run sonde with --go=false
-	other    bool // select an idle process, not the server
+	bpfStats bool   // measure BPF run time (kernel.bpf_stats_enabled)
+	noTLS    bool   // run sonde with --tls=false
+	noGo     bool   // run sonde with --go=false
+	other    bool   // select an idle process, not the server
 	sonde    string // the sonde binary; "" is the one built for the tests
 	// pin puts the server on the last CPU and the load generator and sonde
 	// on the others; it applies to untraced rounds too.
