@@ -179,15 +179,19 @@ func BenchmarkSocketPath(b *testing.B) {
 			if other != "" && runtime.NumCPU() > 1 {
 				// Pinned, as the server's CPU is measured above: unpinned,
 				// sonde's own work on the server's CPU doubles the spread.
-				for _, bin := range orderPair(first, bins.sonde, other) {
+				bpfRun := func(bin string) float64 {
 					t := tracedStats{bpfStats: true, noGo: true, noTLS: true, pin: true, sonde: bin}
-					perRequest := perReq(t.bpf, benchRound(b, duration, true, rateLoad(rate), &t).requests)
-					if bin == other {
-						bpfOther = append(bpfOther, perRequest)
-					} else {
-						bpfThis = append(bpfThis, perRequest)
-					}
+					return perReq(t.bpf, benchRound(b, duration, true, rateLoad(rate), &t).requests)
 				}
+				var this, that float64
+				if first {
+					this = bpfRun(bins.sonde)
+					that = bpfRun(other)
+				} else {
+					that = bpfRun(other)
+					this = bpfRun(bins.sonde)
+				}
+				bpfThis, bpfOther = append(bpfThis, this), append(bpfOther, that)
 			}
 			t := tracedStats{bpfStats: true, noGo: true, noTLS: true}
 			statsRound := benchRound(b, duration, true, rateLoad(rate), &t)
@@ -211,19 +215,13 @@ func BenchmarkSocketPath(b *testing.B) {
 		if addedOther.rounds() > 0 {
 			addedOther.report(b, "server_µs_added/req_pinned_other")
 			// Paired by round: the two builds ran one after the other.
-			diffs := make([]float64, len(addedOther.diffs))
-			for i := range diffs {
-				diffs[i] = addedOther.diffs[i] - addedPinned.diffs[i]
-			}
+			diffs := pairedDiffs(addedOther.diffs, addedPinned.diffs)
 			b.Logf("other less this, round by round (µs/req): %.2f", diffs)
 			b.ReportMetric(median(diffs), "server_µs_added/req_pinned_other_less_this")
 		}
 	}
 	if len(bpfOther) > 0 {
-		diffs := make([]float64, len(bpfOther))
-		for i := range diffs {
-			diffs[i] = bpfOther[i] - bpfThis[i]
-		}
+		diffs := pairedDiffs(bpfOther, bpfThis)
 		b.Logf("BPF run time, other less this, round by round (µs/req): %.3f", diffs)
 		b.ReportMetric(median(bpfThis), "bpf_µs/req_pinned")
 		b.ReportMetric(median(bpfOther), "bpf_µs/req_pinned_other")
@@ -239,13 +237,13 @@ func BenchmarkSocketPath(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
-// orderPair returns a and b, in that order when first is set: the order of
-// an A/B pair alternates from round to round.
-func orderPair(first bool, a, b string) []string {
-	if first {
-		return []string{a, b}
+// pairedDiffs returns a[i] - b[i] for each round i of an A/B pair.
+func pairedDiffs(a, b []float64) []float64 {
+	diffs := make([]float64, len(a))
+	for i := range diffs {
+		diffs[i] = a[i] - b[i]
 	}
-	return []string{b, a}
+	return diffs
 }
 
 // sideBySide runs two identical Go servers at once, each under a load
@@ -513,9 +511,7 @@ func benchRound(b *testing.B, d time.Duration, trace bool, send load, traced *tr
 		if bin == "" {
 			bin = bins.sonde
 		}
-		requireTracing(b)
-		s = launchSonde(b, exec.Command(bin, traceArgs(args)...), []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()})
-		s.waitReady(b, 60*time.Second)
+		s = startSondeBinary(b, bin, []string{"OTEL_EXPORTER_OTLP_ENDPOINT=http://" + rcv.Endpoint()}, args...)
 	}
 	cpu0, err := procCPU(srv.pid())
 	if err != nil {

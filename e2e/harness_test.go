@@ -155,8 +155,14 @@ type sondeResult struct {
 // waits until every probe is attached. env is added to sonde's environment.
 func startSonde(t testing.TB, env []string, args ...string) *sondeRun {
 	t.Helper()
+	return startSondeBinary(t, bins.sonde, env, args...)
+}
+
+// startSondeBinary is startSonde with another sonde build, at path bin.
+func startSondeBinary(t testing.TB, bin string, env []string, args ...string) *sondeRun {
+	t.Helper()
 	requireTracing(t)
-	s := launchSonde(t, exec.Command(bins.sonde, traceArgs(args)...), env)
+	s := launchSonde(t, exec.Command(bin, traceArgs(args)...), env)
 	s.waitReady(t, 60*time.Second)
 	return s
 }
